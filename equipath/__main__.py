@@ -1,0 +1,5 @@
+import sys
+
+from equipath.cli import main
+
+sys.exit(main())

@@ -1,0 +1,12 @@
+"""Equivariant layers for planar ``(B, C, H, W)`` and group ``(B, C, |G|, H, W)`` feature maps."""
+
+from equipath.nn.conv import GroupConv2d, GroupConvTranspose2d, LiftingConv2d, ProjectionConv2d
+from equipath.nn.fold import Folded, fold_model
+from equipath.nn.isotropic import IsotropicConv2d
+from equipath.nn.pooling import GroupAvgPool2d, GroupBatchNorm, GroupMaxPool2d, GroupPool, GroupUpsample
+
+__all__ = [
+    "LiftingConv2d", "GroupConv2d", "ProjectionConv2d", "GroupConvTranspose2d", "IsotropicConv2d",
+    "GroupBatchNorm", "GroupPool", "GroupMaxPool2d", "GroupAvgPool2d", "GroupUpsample",
+    "Folded", "fold_model",
+]
