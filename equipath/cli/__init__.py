@@ -1,19 +1,20 @@
 """The ``equipath`` command line. Each subcommand lives in its own module of this package and exposes
-``register(subparsers)``, which adds its parser and sets ``func(args) -> int``.
+``register(subparsers)``, which adds its parser and sets ``func(args) -> int``; every module here is
+registered, in alphabetical order.
 
 User errors (bad files, bad arguments) end the program with one line on stderr and exit status 2, never
 a traceback; everything else is a bug and keeps its traceback.
 """
 
 import argparse
+import importlib
 import logging
+import pkgutil
 import sys
 
 from equipath import __version__
 
 log = logging.getLogger("equipath")
-
-_SUBCOMMANDS = ()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,8 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"equipath {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in _SUBCOMMANDS:
-        module.register(sub)
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        importlib.import_module(f"{__name__}.{info.name}").register(sub)
     return parser
 
 

@@ -1,0 +1,73 @@
+"""Checkpoints: written atomically, loaded without executing code (``torch.load(weights_only=True)``).
+
+A checkpoint is a dict of tensors and plain Python values:
+
+    {"format": 1, "equipath_version": "0.1.0",
+     "model": {"name": "p4m_densenet", "kwargs": {...}},   # create_model(name, **kwargs) rebuilds it
+     "state_dict": {...},                                  # the model's weights
+     "normalization": {"mean": [r, g, b], "std": [r, g, b]},  # applied to float RGB in [0, 1]
+     "task": "classification" | "segmentation",
+     ...}                                                  # anything else the trainer keeps (optimizer, epoch)
+
+``load_model`` needs nothing but the file: evaluation and slide inference call it.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from equipath import __version__
+from equipath.models import create_model
+
+__all__ = ["save_checkpoint", "load_checkpoint", "load_model"]
+
+FORMAT = 1
+
+
+def save_checkpoint(path, model: torch.nn.Module, *, name: str, kwargs: dict, normalization: dict,
+                    task: str, **extra) -> Path:
+    """Write ``model`` and its metadata to ``path`` atomically (a temporary file, then a rename)."""
+    path = Path(path)
+    state = {
+        "format": FORMAT,
+        "equipath_version": __version__,
+        "model": {"name": name, "kwargs": dict(kwargs)},
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "normalization": {k: [float(v) for v in vals] for k, vals in normalization.items()},
+        "task": task,
+        **extra,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """Read a checkpoint without executing code. Raises ``FileNotFoundError`` / ``ValueError`` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"checkpoint {path} could not be read as an equipath checkpoint ({exc.__class__.__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state:
+        raise ValueError(f"checkpoint {path} is not an equipath checkpoint (format {FORMAT})")
+    return state
+
+
+def load_model(path, map_location="cpu") -> tuple[torch.nn.Module, dict]:
+    """Rebuild the model of a checkpoint in eval mode; returns ``(model, checkpoint)``."""
+    state = load_checkpoint(path, map_location)
+    model = create_model(state["model"]["name"], **state["model"]["kwargs"])
+    model.load_state_dict(state["state_dict"])
+    return model.to(map_location).eval(), state
