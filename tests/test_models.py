@@ -1,0 +1,132 @@
+"""Every registered model: shapes, gradients, exact symmetry, folding, input-size checks, parameter table."""
+
+import pytest
+import torch
+from torch import nn
+
+from equipath.cli import main
+from equipath.models import create_model, list_models
+from equipath.nn import fold_model
+from equipath.testing import equivariance_error
+
+# Small configurations for the per-model loop; the registered defaults are the papers' sizes.
+SMALL = {
+    "p4m_densenet": {"growth": 8}, "p4m_densenet_m": {"growth": 8}, "p4_densenet": {"growth": 4},
+    "densenet": {"growth": 2}, "densenet_m": {"growth": 2},
+}
+DENSENETS = ["p4m_densenet", "p4m_densenet_m", "p4_densenet", "densenet", "densenet_m"]
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def small_model(name: str) -> nn.Module:
+    """The model at its small configuration, with random batch-norm statistics and affine parameters so
+    that eval mode is not close to the identity."""
+    model = create_model(name, **SMALL.get(name, {}))
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    return model
+
+
+def test_registry_lists_every_paper_model():
+    expected = {"p4m_densenet", "p4m_densenet_m", "p4_densenet", "densenet", "densenet_m"}
+    assert expected <= set(list_models())
+
+
+def test_create_model_drops_none_and_rejects_unknowns():
+    assert create_model("densenet", growth=None, stem=None).growth == 24
+    with pytest.raises(ValueError, match="unknown model 'nope'"):
+        create_model("nope")
+    with pytest.raises(ValueError, match="accepted arguments: growth, stem"):
+        create_model("densenet", depth=3)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_model_shapes_gradients_and_exact_symmetry(name):
+    model = small_model(name)
+    H, W = model.input_size
+    model.check_input_size(H, W)
+    x = torch.rand(2, 3, H, W)
+
+    model.train()
+    y = model(x)
+    expected = (2, 1) if model.task == "classification" else (2, model.num_classes, H, W)
+    assert tuple(y.shape) == expected
+    y.square().mean().backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+    assert any(p.grad.abs().sum() > 0 for p in model.parameters())
+
+    model.eval()
+    errors = equivariance_error(model, x, model.group, "invariant" if model.task == "classification" else "planar")
+    assert len(errors) == model.group.order
+    assert errors.max() <= 1e-4, f"{name}: {errors.tolist()}"
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_folded_model_gives_the_same_outputs(name):
+    model = small_model(name).eval()
+    folded = fold_model(model)
+    assert not any(type(m).__module__.startswith("equipath.nn.conv") for m in folded.modules())
+    x = torch.rand(2, 3, *model.input_size)
+    with torch.no_grad():
+        y, y_folded = model(x), folded(x)
+    assert torch.allclose(y_folded, y, rtol=1e-4, atol=1e-5 * y.abs().max().item())
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_inadmissible_size_raises_stating_the_admissible_sizes(name):
+    model = small_model(name).eval()
+    H, W = model.input_size
+    rule = str(model.size_rule)
+    with pytest.raises(ValueError, match=rf"width {W + 1} .*must each be|must each be .*width {W + 1}"):
+        model(torch.rand(1, 3, H, W + 1))
+    with pytest.raises(ValueError, match=r"must each be " + rule.split(" (")[0].replace("+", r"\+")):
+        model.check_input_size(H - 1, W)
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        model(torch.rand(1, 4, H, W))
+
+
+@pytest.mark.parametrize("name", ["p4m_densenet", "p4_densenet", "densenet"])
+def test_dense_logit_map_equals_patch_by_patch(name):
+    model = small_model(name).eval()
+    s, rf = model.output_stride, model.receptive_field
+    x = torch.rand(2, 3, rf + 2 * s, rf + s)  # irregular: 3 x 2 patches
+    with torch.no_grad():
+        dense = model.forward_dense(x)
+        assert tuple(dense.shape[-2:]) == model.dense_output_size(*x.shape[-2:]) == (3, 2)
+        for i in range(3):
+            for j in range(2):
+                patch = model(x[..., i * s: i * s + rf, j * s: j * s + rf])
+                assert torch.allclose(dense[:, :, i, j], patch, atol=1e-4 * dense.abs().max().item())
+    with pytest.raises(ValueError, match="use forward_dense"):
+        model(x)
+
+
+# seed 000 Table 1: (K, weights)
+TABLE_1 = {"p4m_densenet": (64, 119e3), "p4m_densenet_m": (24, 19e3), "p4_densenet": (48, 125e3),
+           "densenet": (24, 128e3), "densenet_m": (64, 902e3)}
+
+
+def test_parameter_table_matches_the_papers():
+    for name, (K, weights) in TABLE_1.items():
+        model = create_model(name)
+        assert model.growth == K
+        assert abs(n_params(model) / weights - 1) <= 0.10, (name, n_params(model))
+
+
+def test_cli_models_prints_every_model(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in list_models():
+        line = next(line for line in out.splitlines() if line.split() and line.split()[0] == name)
+        model = create_model(name)
+        assert model.group.name in line.split()
+        assert f"{n_params(model):,}" in line
+        assert str(model.size_rule).split(" (")[0] in line
