@@ -1,0 +1,44 @@
+"""``equipath froc``: the Camelyon16 lesion-level FROC and slide-level AUC of a folder of detections."""
+
+from equipath.wsi.camelyon import collect_hits
+from equipath.wsi.froc import evaluate_froc
+from equipath.wsi.outputs import write_json
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "froc", help="Camelyon16 FROC score and slide-level AUC of detections",
+        description="Evaluate detections (DIR/{slide}.csv with 'prob,X,Y' at level 0, or predict-slide output folders) "
+                    "against ASAP XML annotations or mask TIFFs by the Camelyon16 protocol: 75 um growth, isolated "
+                    "tumour cells excluded, one true positive per lesion, mean sensitivity at 1/4, 1/2, 1, 2, 4 and 8 "
+                    "false positives per slide, bootstrap 95% intervals; slides without ground truth are normal.")
+    p.add_argument("detections", help="folder of {slide}.csv files or predict-slide output folders")
+    p.add_argument("--ground-truth", help="folder of {slide}.xml (ASAP) or {slide}.tif / {slide}_mask.tif masks")
+    p.add_argument("--slides", help="folder of the slides (their size, for ASAP files without slide.json)")
+    p.add_argument("--mpp", type=float, default=0.243,
+                   help="level-0 microns per pixel when neither slide.json nor the slide says (default 0.243)")
+    p.add_argument("--level", type=int, default=5, help="evaluation level, downsample 2**level (default 5)")
+    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples of slides (default 2000; 0: none)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--out", help="write the full report (curve, per-slide table) to this JSON file")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    if args.bootstrap < 0:
+        raise ValueError(f"--bootstrap must be >= 0, got {args.bootstrap}")
+    hits = collect_hits(args.detections, args.ground_truth, args.slides, mpp=args.mpp, level=args.level)
+    report = evaluate_froc(hits, n_bootstrap=args.bootstrap, seed=args.seed)
+    print(f"{report.n_slides} slides ({report.n_tumour_slides} with tumour), {report.n_lesions} lesions "
+          f"(isolated tumour cells excluded)")
+    print("FPs/slide  sensitivity")
+    for fp, sens in zip(report.eval_fps, report.sensitivities):
+        print(f"{fp:9g}  {sens:.4f}")
+    lo, hi = report.froc_ci
+    print(f"FROC score {report.froc:.4f}  (95% CI {lo:.4f}-{hi:.4f}, {args.bootstrap} bootstrap samples)")
+    lo, hi = report.auc_ci
+    print(f"slide AUC  {report.auc:.4f}  (95% CI {lo:.4f}-{hi:.4f})")
+    if args.out:
+        write_json(args.out, report.to_dict())
+        print(f"report written to {args.out}")
+    return 0

@@ -1,0 +1,257 @@
+"""Fully-convolutional whole-slide inference that reuses computation between neighbouring patches (seed 000).
+
+A patch classifier with receptive field ``rf`` and output stride ``s`` (``model.receptive_field``,
+``model.output_stride``) defines an output grid on a :class:`~equipath.wsi.reader.SlideView`: cell
+``(i, j)`` is the ``rf x rf`` patch with top-left view pixel ``(j * s - pad, i * s - pad)``, ``pad = (rf - s)
+// 2``, so the cell's centre ``s x s`` block ``[j * s, (j + 1) * s) x [i * s, (i + 1) * s)`` is the patch
+centre (PCam's label region for rf = 96, s = 32). The grid covers the view: ``ceil(H / s) x ceil(W / s)``.
+
+Instead of classifying every patch, the slide is cut into tiles of ``T x T`` cells. A tile's input is
+``(T - 1) * s + rf`` pixels wide: neighbouring tiles overlap by exactly ``rf - s`` pixels, what the
+receptive field needs, and ``model.forward_dense`` turns it into the ``T x T`` logits of all its patches
+at once, so
+
+    P[i, j] = sigmoid(forward(x[..., i*s - pad : i*s - pad + rf, j*s - pad : j*s - pad + rf]))
+
+for every cell, equal to patch-by-patch prediction (:func:`predict_patches`) up to float rounding. Only
+tiles holding tissue are read and run; the map is 0 elsewhere. Tiles are read ahead in threads while the
+model runs, batched, and written into a map that lives on disk (``.npy`` memmap) when an ``out`` path is
+given, so memory is bounded by the batch whatever the slide size. A CUDA device runs under bf16 autocast.
+
+With ``tta=True`` each tile is also run under the 8 elements of D4 (``p4m``, through
+:mod:`equipath.groups`) and the back-transformed probabilities are averaged: the cost is 8x, and for a
+``p4m``-equivariant model the result is the same map.
+
+Example:
+    >>> import numpy as np
+    >>> from equipath.wsi.reader import open_slide, SlideView
+    >>> # model = load_model("model.pt")[0]; view = SlideView.at(open_slide("slide.svs"), mpp=0.972)
+    >>> # grid = Grid.for_view(view, model); prob = predict_dense(model, view, grid, cells=None)
+"""
+
+import logging
+import math
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from equipath.groups import get_group
+from equipath.wsi.reader import SlideView
+from equipath.wsi.tissue import TissueOptions, tissue_mask
+
+__all__ = ["Grid", "tissue_cells", "predict_dense", "predict_patches", "check_dense_model"]
+
+log = logging.getLogger(__name__)
+
+
+def check_dense_model(model) -> None:
+    """Raise ``ValueError`` unless ``model`` is a fully-convolutional patch classifier."""
+    missing = [a for a in ("forward_dense", "output_stride", "receptive_field", "dense_output_size")
+               if not hasattr(model, a)]
+    if missing:
+        raise ValueError(f"{type(model).__name__} is not a fully-convolutional patch classifier "
+                         f"(missing {', '.join(missing)}); slide inference needs e.g. p4m_densenet")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The output grid of a patch classifier on a view (see the module docstring).
+
+    Attributes:
+        shape: ``(rows, cols)`` = ``(ceil(H / s), ceil(W / s))``.
+        stride: ``s``, view pixels per cell.
+        receptive_field: ``rf``, the patch side in view pixels.
+        downsample: level-0 pixels per view pixel.
+    """
+
+    shape: tuple[int, int]
+    stride: int
+    receptive_field: int
+    downsample: float
+
+    @classmethod
+    def for_view(cls, view: SlideView, model) -> "Grid":
+        check_dense_model(model)
+        s, rf = int(model.output_stride), int(model.receptive_field)
+        H, W = view.shape
+        return cls((math.ceil(H / s), math.ceil(W / s)), s, rf, view.downsample)
+
+    @property
+    def pad(self) -> int:
+        return (self.receptive_field - self.stride) // 2
+
+    def patch_origin(self, i, j):
+        """View pixel ``(x, y)`` of the top-left corner of cell ``(i, j)``'s patch."""
+        return np.asarray(j) * self.stride - self.pad, np.asarray(i) * self.stride - self.pad
+
+    def cell_centre_level0(self, i, j):
+        """Level-0 ``(X, Y)`` of the centre of cell ``(i, j)``."""
+        return ((np.asarray(j) + 0.5) * self.stride * self.downsample,
+                (np.asarray(i) + 0.5) * self.stride * self.downsample)
+
+
+def tissue_cells(view: SlideView, grid: Grid, options: TissueOptions = TissueOptions()):
+    """Tissue mask at about ``options.mpp`` and the cells of ``grid`` that hold tissue.
+
+    The mask is computed on the view ``k = s * view.mpp / options.mpp`` times coarser (``k`` rounded to an
+    integer so that ``k x k`` mask pixels tile one cell exactly; 4 when the resolution is unknown), and a cell holds tissue when any of its mask pixels does.
+
+    Returns:
+        ``(thumbnail (h, w, 3) uint8, mask (h, w) bool, cells (rows, cols) bool)``.
+    """
+    k = 4 if view.mpp is None else max(1, round(grid.stride * view.mpp / options.mpp))
+    thumb_view = view.coarser(grid.stride / k)
+    thumbnail = thumb_view.read_all()
+    mask = tissue_mask(thumbnail, options)
+    rows, cols = grid.shape
+    padded = np.zeros((rows * k, cols * k), dtype=bool)
+    h, w = min(mask.shape[0], rows * k), min(mask.shape[1], cols * k)
+    padded[:h, :w] = mask[:h, :w]
+    cells = padded.reshape(rows, k, cols, k).any(axis=(1, 3))
+    return thumbnail, mask, cells
+
+
+class _Runner:
+    """The model on its device with normalisation, autocast and optional D4 test-time augmentation."""
+
+    def __init__(self, model, normalization: dict | None, device, amp: bool | None, tta: bool):
+        self.device = torch.device(device) if device is not None else (
+            torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+        self.model = model.to(self.device).eval()
+        norm = normalization or {"mean": [0.0] * 3, "std": [1.0] * 3}
+        self.mean = torch.tensor(norm["mean"], dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(norm["std"], dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        amp = self.device.type == "cuda" if amp is None else amp
+        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if amp else nullcontext()
+        self.d4 = get_group("p4m") if tta else None
+
+    def _prepare(self, pixels: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(pixels).to(self.device, non_blocking=True)  # (B, H, W, 3) uint8
+        x = x.permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, H, W) in [0, 1]
+        return (x - self.mean) / self.std
+
+    @torch.inference_mode()
+    def probabilities(self, pixels: np.ndarray, dense: bool) -> np.ndarray:
+        """Probabilities of a batch of uint8 images ``(B, H, W, 3)``: ``(B, h, w)`` dense or ``(B,)``."""
+        x = self._prepare(pixels)
+        f = self.model.forward_dense if dense else self.model.forward
+        with self.autocast:
+            if self.d4 is None:
+                p = torch.sigmoid(f(x).float())
+            else:
+                p = sum(self._back(torch.sigmoid(f(self.d4.transform(x, g)).float()), g, dense)
+                        for g in range(self.d4.order)) / self.d4.order
+        return p.reshape(p.shape[0], *p.shape[2:]).cpu().numpy() if dense else p.reshape(-1).cpu().numpy()
+
+    def _back(self, p: torch.Tensor, g: int, dense: bool) -> torch.Tensor:
+        return self.d4.transform(p, int(self.d4.inverse[g])) if dense else p
+
+
+def _prefetched(jobs, read, workers: int, depth: int):
+    """Yield ``(job, read(job))`` in order, with up to ``depth`` reads running ahead in ``workers`` threads."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending = deque()
+        for job in jobs:
+            pending.append((job, pool.submit(read, job)))
+            if len(pending) >= depth:
+                done_job, future = pending.popleft()
+                yield done_job, future.result()
+        while pending:
+            done_job, future = pending.popleft()
+            yield done_job, future.result()
+
+
+def predict_dense(model, view: SlideView, grid: Grid, cells: np.ndarray | None = None, *,
+                  normalization: dict | None = None, tile_cells: int = 16, batch_size: int = 4,
+                  device=None, amp: bool | None = None, tta: bool = False, out: str | Path | None = None,
+                  read_workers: int = 2, progress: bool = True) -> np.ndarray:
+    """Tumour probability of every tissue cell of ``grid`` by tiled fully-convolutional inference.
+
+    Args:
+        model: a patch classifier with ``forward_dense`` (e.g. ``p4m_densenet``), returning logits.
+        view: the slide at the model's resolution.
+        grid: ``Grid.for_view(view, model)``.
+        cells: ``(rows, cols)`` bool, the cells to predict (tissue); tiles without any are skipped.
+            Defaults to None (every cell).
+        normalization: ``{"mean": [r, g, b], "std": [r, g, b]}`` for RGB in [0, 1] (the checkpoint's).
+            Defaults to None (no normalisation).
+        tile_cells: ``T``, cells per tile side; the tile input is ``(T - 1) * s + rf`` pixels. Defaults to 16.
+        batch_size: tiles per forward pass. Defaults to 4.
+        device: torch device. Defaults to CUDA when available, else the CPU.
+        amp: bf16 autocast. Defaults to True on CUDA, False on the CPU.
+        tta: average over the 8 D4 transforms of every tile. Defaults to False.
+        out: ``.npy`` path for an on-disk (memmap) map. Defaults to None (in memory).
+        read_workers: threads reading tiles ahead of the model. Defaults to 2.
+        progress: show a progress bar. Defaults to True.
+
+    Returns:
+        ``(rows, cols) float32`` probabilities (0 outside ``cells``), a memmap when ``out`` is given.
+    """
+    check_dense_model(model)
+    rows, cols = grid.shape
+    if cells is None:
+        cells = np.ones(grid.shape, dtype=bool)
+    if cells.shape != grid.shape:
+        raise ValueError(f"predict_dense: cells must have the grid's shape {grid.shape}, got {cells.shape}")
+    if tile_cells < 1 or batch_size < 1:
+        raise ValueError(f"predict_dense: tile_cells and batch_size must be >= 1, got {tile_cells}, {batch_size}")
+    T, s, rf = tile_cells, grid.stride, grid.receptive_field
+    size = (T - 1) * s + rf
+    if tuple(model.dense_output_size(size, size)) != (T, T):
+        raise ValueError(f"predict_dense: a {size}x{size} tile gives {model.dense_output_size(size, size)} outputs, "
+                         f"expected ({T}, {T}) for output stride {s} and receptive field {rf}")
+    if out is None:
+        prob = np.zeros(grid.shape, dtype=np.float32)
+    else:
+        prob = np.lib.format.open_memmap(Path(out), mode="w+", dtype=np.float32, shape=grid.shape)
+    tiles = [(ti, tj) for ti in range(0, rows, T) for tj in range(0, cols, T) if cells[ti:ti + T, tj:tj + T].any()]
+    batches = [tiles[k:k + batch_size] for k in range(0, len(tiles), batch_size)]
+    log.info("%d of %d tiles hold tissue (%d cells of %d, tile %d px, %s)", len(tiles),
+             math.ceil(rows / T) * math.ceil(cols / T), int(cells.sum()), rows * cols, size,
+             "with D4 TTA" if tta else "no TTA")
+    runner = _Runner(model, normalization, device, amp, tta)
+
+    def read(batch):
+        return np.stack([view.read(*grid.patch_origin(ti, tj), size, size) for ti, tj in batch])
+
+    bar = tqdm(total=len(tiles), desc="tiles", unit="tile", disable=not progress)
+    for batch, pixels in _prefetched(batches, read, read_workers, depth=read_workers + 1):
+        p = runner.probabilities(pixels, dense=True)  # (B, T, T)
+        for (ti, tj), tile in zip(batch, p):
+            h, w = min(T, rows - ti), min(T, cols - tj)
+            keep = cells[ti:ti + h, tj:tj + w]
+            prob[ti:ti + h, tj:tj + w] = np.where(keep, tile[:h, :w], 0.0)
+        bar.update(len(batch))
+    bar.close()
+    if out is not None:
+        prob.flush()
+    return prob
+
+
+def predict_patches(model, view: SlideView, grid: Grid, positions: np.ndarray, *,
+                    normalization: dict | None = None, batch_size: int = 64, device=None,
+                    amp: bool | None = None, tta: bool = False, progress: bool = True) -> np.ndarray:
+    """Patch-by-patch reference: read each cell's ``rf x rf`` patch and classify it with ``model.forward``.
+
+    Args:
+        positions: ``(N, 2)`` int cells ``(i, j)`` of ``grid``.
+        Other arguments as in :func:`predict_dense`.
+
+    Returns:
+        ``(N,) float32`` probabilities.
+    """
+    positions = np.asarray(positions, dtype=np.int64).reshape(-1, 2)
+    runner = _Runner(model, normalization, device, amp, tta)
+    rf = grid.receptive_field
+    out = np.empty(len(positions), dtype=np.float32)
+    for k in tqdm(range(0, len(positions), batch_size), desc="patches", unit="batch", disable=not progress):
+        chunk = positions[k:k + batch_size]
+        pixels = np.stack([view.read(*grid.patch_origin(i, j), rf, rf) for i, j in chunk])
+        out[k:k + len(chunk)] = runner.probabilities(pixels, dense=False)
+    return out

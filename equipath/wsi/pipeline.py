@@ -1,0 +1,179 @@
+"""One slide, end to end: reader -> tissue -> fully-convolutional inference -> outputs -> detections.
+
+:func:`predict_slide` writes into one folder:
+
+| file | what |
+|---|---|
+| ``probability.npy`` | ``(rows, cols) float32`` tumour probability per grid cell (0 off tissue) |
+| ``tissue.png`` / ``tissue_overlay.png`` | the tissue mask and the thumbnail with the mask tinted |
+| ``heatmap.png`` | the probabilities over a thumbnail |
+| ``heatmap.tif`` | the colour heatmap as a tiled pyramidal TIFF, one pixel per cell |
+| ``regions.geojson`` | QuPath annotations of the regions with probability >= ``threshold`` |
+| ``detections.csv`` | Camelyon16 ``prob,X,Y`` (level 0) from square NMS |
+| ``slide.json`` | geometry (level-0 cell size), model, options, timings, warnings; written last |
+
+Example:
+    >>> # model, checkpoint = equipath.checkpoint.load_model("model.pt")
+    >>> # predict_slide("slide.svs", "out/slide", model, checkpoint, PredictOptions(mpp=0.972))
+"""
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from equipath.checkpoint import load_model
+
+from equipath.wsi.detection import square_nms, write_detections_csv
+from equipath.wsi.inference import Grid, check_dense_model, predict_dense, tissue_cells
+from equipath.wsi.outputs import (write_geojson, write_heatmap_png, write_json, write_png, write_pyramidal_tiff)
+from equipath.wsi.reader import SlideView, open_slide
+from equipath.wsi.tissue import TissueOptions, overlay_mask
+
+__all__ = ["PredictOptions", "PredictJob", "predict_slide", "OUTPUT_FILES"]
+
+log = logging.getLogger(__name__)
+
+OUTPUT_FILES = ("probability.npy", "tissue.png", "tissue_overlay.png", "heatmap.png", "heatmap.tif",
+                "regions.geojson", "detections.csv", "slide.json")
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How a slide is predicted.
+
+    Attributes:
+        mpp: microns per pixel the model runs at (seed 000: 10x, 0.972). Defaults to 0.972.
+        level: a pyramid level instead of ``mpp``. Defaults to None.
+        slide_mpp: the slide's level-0 microns per pixel when its file does not say. Defaults to None.
+        backend: slide backend (``auto``, ``openslide``, ``tiffslide``, ``image``). Defaults to ``auto``.
+        tissue: tissue detection options. Defaults to ``TissueOptions()``.
+        tile_cells, batch_size, device, amp, tta, read_workers: as in
+            :func:`~equipath.wsi.inference.predict_dense`. Defaults to 16, 4, None, None, False, 2.
+        threshold: probability of GeoJSON regions. Defaults to 0.5.
+        nms_window: square NMS window in cells. Defaults to 5.
+        nms_threshold: lowest probability of a detection. Defaults to 0.5.
+        thumbnail_size: longest side of the heatmap thumbnail in pixels. Defaults to 1024.
+        progress: progress bars. Defaults to True.
+    """
+
+    mpp: float | None = 0.972
+    level: int | None = None
+    slide_mpp: float | None = None
+    backend: str = "auto"
+    tissue: TissueOptions = field(default_factory=TissueOptions)
+    tile_cells: int = 16
+    batch_size: int = 4
+    device: str | None = None
+    amp: bool | None = None
+    tta: bool = False
+    read_workers: int = 2
+    threshold: float = 0.5
+    nms_window: int = 5
+    nms_threshold: float = 0.5
+    thumbnail_size: int = 1024
+    progress: bool = True
+
+
+def predict_slide(source, out_dir, model, checkpoint: dict, options: PredictOptions = PredictOptions()) -> dict:
+    """Predict one slide and write every output into ``out_dir`` (see the module docstring).
+
+    Args:
+        source: a slide path (or an image array) for :func:`~equipath.wsi.reader.open_slide`.
+        out_dir: the folder for the outputs (created).
+        model: a fully-convolutional patch classifier in eval mode.
+        checkpoint: the checkpoint dict of ``model`` (``normalization``, ``model``, ...) or ``{}``.
+        options: :class:`PredictOptions`.
+
+    Returns:
+        The summary also written to ``slide.json``; ``summary["warnings"]`` lists per-slide warnings
+        (e.g. no tissue found).
+    """
+    check_dense_model(model)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    warnings = []
+    start = time.perf_counter()
+    with open_slide(source, options.backend, options.slide_mpp) as reader:
+        mpp = None if options.level is not None else options.mpp
+        view = SlideView.at(reader, level=options.level, mpp=mpp)
+        grid = Grid.for_view(view, model)
+        tissue_thumb, mask, cells = tissue_cells(view, grid, options.tissue)
+        write_png(out_dir / "tissue.png", (mask * 255).astype(np.uint8)[..., None].repeat(3, axis=-1))
+        write_png(out_dir / "tissue_overlay.png", overlay_mask(tissue_thumb, mask))
+        if not cells.any():
+            warnings.append(f"no tissue found in {reader.name} ({options.tissue.method} thresholds: saturation > "
+                            f"{options.tissue.saturation}, value > {options.tissue.value}); the map is empty")
+            log.warning("%s", warnings[-1])
+        t_tissue = time.perf_counter()
+        prob = predict_dense(model, view, grid, cells, normalization=checkpoint.get("normalization"),
+                             tile_cells=options.tile_cells, batch_size=options.batch_size, device=options.device,
+                             amp=options.amp, tta=options.tta, out=out_dir / ".probability.npy",
+                             read_workers=options.read_workers, progress=options.progress)
+        t_infer = time.perf_counter()
+        (out_dir / ".probability.npy").replace(out_dir / "probability.npy")
+        thumb_view = view.coarser(max(1.0, max(view.shape) / options.thumbnail_size))
+        thumbnail = thumb_view.read_all()
+        dims, level0_mpp, backend = reader.dimensions, reader.mpp, reader.backend
+    cell_size = grid.stride * grid.downsample
+    write_heatmap_png(out_dir / "heatmap.png", thumbnail, prob, cells)
+    write_pyramidal_tiff(out_dir / "heatmap.tif", prob, None if view.mpp is None else view.mpp * grid.stride)
+    write_geojson(out_dir / "regions.geojson", prob, options.threshold, cell_size)
+    detections = square_nms(prob, options.nms_window, options.nms_threshold)
+    xs, ys = grid.cell_centre_level0(detections[:, 1], detections[:, 2])
+    write_detections_csv(out_dir / "detections.csv", detections[:, 0], xs, ys)
+    elapsed = time.perf_counter() - start
+    tissue_px = float(cells.sum()) * grid.stride**2
+    summary = {
+        "slide": str(source) if isinstance(source, (str, Path)) else "<array>",
+        "backend": backend,
+        "level0_dimensions": list(dims),
+        "level0_mpp": level0_mpp,
+        "view": {"downsample": view.downsample, "mpp": view.mpp, "level": view.level, "shape": list(view.shape)},
+        "grid": {"shape": list(grid.shape), "stride": grid.stride, "receptive_field": grid.receptive_field,
+                 "cell_size_level0": cell_size, "cell_origin_level0": [0.0, 0.0]},
+        "model": checkpoint.get("model", {"name": type(model).__name__}),
+        "synthetic": bool(checkpoint.get("synthetic", False)),
+        "tissue_cells": int(cells.sum()),
+        "tissue_megapixels": tissue_px / 1e6,
+        "max_probability": float(np.max(prob)) if prob.size else 0.0,
+        "detections": int(len(detections)),
+        "seconds": {"tissue": t_tissue - start, "inference": t_infer - t_tissue, "total": elapsed},
+        "tissue_megapixels_per_second": tissue_px / 1e6 / max(t_infer - t_tissue, 1e-9),
+        "options": asdict(options),
+        "warnings": warnings,
+    }
+    write_json(out_dir / "slide.json", summary)
+    log.info("%s: %d tissue cells, %d detections, max probability %.3f, %.1f s", summary["slide"],
+             summary["tissue_cells"], summary["detections"], summary["max_probability"], elapsed)
+    return summary
+
+
+
+@lru_cache(maxsize=1)
+def _load(checkpoint: str):
+    return load_model(checkpoint, map_location="cpu")
+
+
+@dataclass(frozen=True)
+class PredictJob:
+    """A picklable per-slide job for :func:`~equipath.wsi.batch.run_slides`: loads the checkpoint once per
+    process and runs :func:`predict_slide` with ``options``.
+
+    Example:
+        >>> # run_slides(find_slides(["slides/"]), "out", PredictJob("model.pt", PredictOptions()))
+    """
+
+    checkpoint: str
+    options: PredictOptions = field(default_factory=PredictOptions)
+
+    def load(self) -> tuple:
+        """``(model, checkpoint dict)``, loaded once per process."""
+        return _load(str(self.checkpoint))
+
+    def __call__(self, slide, out_dir) -> dict:
+        model, checkpoint = self.load()
+        return predict_slide(slide, out_dir, model, checkpoint, self.options)
