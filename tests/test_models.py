@@ -13,6 +13,9 @@ from equipath.testing import equivariance_error
 SMALL = {
     "p4m_densenet": {"growth": 8}, "p4m_densenet_m": {"growth": 8}, "p4_densenet": {"growth": 4},
     "densenet": {"growth": 2}, "densenet_m": {"growth": 2},
+    "p4m_unet": {"width": 6}, "p4_unet": {"width": 4}, "unet": {"width": 2},
+    "p4m_gerunet": {"width": 6}, "p4m_gerunet_concat": {"width": 6}, "resunet": {"width": 2},
+    "iso_unet": {"width": 4}, "iso_unet_baseline": {"width": 2},
 }
 DENSENETS = ["p4m_densenet", "p4m_densenet_m", "p4_densenet", "densenet", "densenet_m"]
 
@@ -35,8 +38,7 @@ def small_model(name: str) -> nn.Module:
 
 
 def test_registry_lists_every_paper_model():
-    expected = {"p4m_densenet", "p4m_densenet_m", "p4_densenet", "densenet", "densenet_m"}
-    assert expected <= set(list_models())
+    assert set(SMALL) <= set(list_models())
 
 
 def test_create_model_drops_none_and_rejects_unknowns():
@@ -121,12 +123,32 @@ def test_parameter_table_matches_the_papers():
         assert abs(n_params(model) / weights - 1) <= 0.10, (name, n_params(model))
 
 
+# (group model, its baseline, relative bound): seed 001 divides filters by sqrt(|G|); seed 004 reports
+# 12.78M vs 12.75M (bound 2 %); seed 002 uses 110 isotropic vs 64 plain first-layer channels.
+MATCHED = [("p4m_unet", "unet", 0.10), ("p4_unet", "unet", 0.10), ("p4m_gerunet", "resunet", 0.02),
+           ("iso_unet", "iso_unet_baseline", 0.10)]
+
+
+@pytest.mark.parametrize("model_name, baseline_name, bound", MATCHED)
+def test_group_models_match_their_baselines(model_name, baseline_name, bound):
+    model, baseline = create_model(model_name), create_model(baseline_name)
+    assert baseline.group.name == "z2" and model.group.name != "z2"
+    assert abs(n_params(model) / n_params(baseline) - 1) <= bound, (n_params(model), n_params(baseline))
+
+
+def test_resunet_has_the_size_of_seed_004():
+    assert abs(n_params(create_model("resunet")) / 12.75e6 - 1) <= 0.02
+
+
 def test_cli_models_prints_every_model(capsys):
     assert main(["models"]) == 0
-    out = capsys.readouterr().out
-    for name in list_models():
-        line = next(line for line in out.splitlines() if line.split() and line.split()[0] == name)
-        model = create_model(name)
-        assert model.group.name in line.split()
-        assert f"{n_params(model):,}" in line
-        assert str(model.size_rule).split(" (")[0] in line
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert sorted(lines) == list_models()
+    for name, line in lines.items():
+        group, task, count = line.split()[1:4]
+        model = small_model(name)
+        assert (group, task) == (model.group.name, model.task)
+        assert int(count.replace(",", "")) > 0
+        assert line.endswith(str(model.size_rule))
+    for name in DENSENETS:  # cheap to build at the default size here too
+        assert f" {n_params(create_model(name)):,} " in lines[name]
