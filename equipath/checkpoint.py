@@ -4,6 +4,7 @@ A checkpoint is a dict of tensors and plain Python values:
 
     {"format": 1, "equipath_version": "0.1.0",
      "model": {"name": "p4m_densenet", "kwargs": {...}},   # create_model(name, **kwargs) rebuilds it
+     "group": "p4m",                                       # the model's symmetry group
      "state_dict": {...},                                  # the model's weights
      "normalization": {"mean": [r, g, b], "std": [r, g, b]},  # applied to float RGB in [0, 1]
      "task": "classification" | "segmentation",
@@ -21,34 +22,60 @@ import torch
 from equipath import __version__
 from equipath.models import create_model
 
-__all__ = ["save_checkpoint", "load_checkpoint", "load_model"]
+__all__ = ["save_checkpoint", "load_checkpoint", "load_model", "atomic_write", "check_writable"]
 
 FORMAT = 1
 
 
-def save_checkpoint(path, model: torch.nn.Module, *, name: str, kwargs: dict, normalization: dict,
-                    task: str, **extra) -> Path:
-    """Write ``model`` and its metadata to ``path`` atomically (a temporary file, then a rename)."""
+def check_writable(folder) -> None:
+    """``OSError`` naming ``folder`` unless it is, or can be made, a writable folder (nothing is created)."""
+    folder = Path(folder).absolute()
+    parent = folder
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OSError(f"output folder {folder}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OSError(f"output folder {folder} is not writable ({parent} does not allow writing)")
+
+
+def atomic_write(path, content) -> Path:
+    """Write ``content`` to ``path`` atomically: into a temporary file in the same folder, then renamed, so
+    a reader (or a killed writer) never sees a half-written file. ``content`` is ``str``, ``bytes``, or a
+    callable that writes to the binary file object it is given."""
     path = Path(path)
-    state = {
-        "format": FORMAT,
-        "equipath_version": __version__,
-        "model": {"name": name, "kwargs": dict(kwargs)},
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "normalization": {k: [float(v) for v in vals] for k, vals in normalization.items()},
-        "task": task,
-        **extra,
-    }
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            if callable(content):
+                content(f)
+            else:
+                f.write(content.encode() if isinstance(content, str) else content)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def save_checkpoint(path, model: torch.nn.Module, *, name: str, kwargs: dict, normalization: dict,
+                    task: str, **extra) -> Path:
+    """Write ``model`` and its metadata to ``path`` atomically (a temporary file, then a rename).
+
+    The model's group (``model.group.name``, when it has one) is recorded as ``"group"``."""
+    group = getattr(model, "group", None)
+    state = {
+        "format": FORMAT,
+        "equipath_version": __version__,
+        "model": {"name": name, "kwargs": dict(kwargs)},
+        "group": getattr(group, "name", None),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "normalization": {k: [float(v) for v in vals] for k, vals in normalization.items()},
+        "task": task,
+        **extra,
+    }
+    return atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:

@@ -97,6 +97,10 @@ class Metric:
     def reset(self) -> None:
         self._parts = []
 
+    def __len__(self) -> int:
+        """Number of items recorded so far."""
+        return sum(len(next(iter(p.values()))) for p in self._parts)
+
     def all_records(self) -> Records:
         """Every record so far, concatenated over batches."""
         if not self._parts:

@@ -132,20 +132,22 @@ class SegmentationMetric(Metric):
     Args:
         num_classes: C, background being class 0. Defaults to 2.
         spacing: size of a pixel for the distances (e.g. microns). Defaults to 1 (pixel units, seed 004).
+        distances: compute the Hausdorff distances (the slow part); without them ``hausdorff`` and ``hd95``
+            are NaN, e.g. for validation during training. Defaults to True.
     """
 
-    def __init__(self, num_classes: int = 2, spacing: float = 1.0):
+    def __init__(self, num_classes: int = 2, spacing: float = 1.0, distances: bool = True):
         if num_classes < 2:
             raise ValueError(f"SegmentationMetric: num_classes must be at least 2, got {num_classes}")
         super().__init__()
-        self.num_classes, self.spacing = num_classes, spacing
+        self.num_classes, self.spacing, self.distances = num_classes, spacing, distances
 
     def records(self, pred, target):
         counts = confusion_counts(pred, target, self.num_classes)
         pred, target = _labels("pred", pred), _labels("target", target)
         shape = (len(pred), self.num_classes - 1)
-        hd, hd95 = np.empty(shape), np.empty(shape)
-        for b in range(len(pred)):
+        hd, hd95 = np.full(shape, np.nan), np.full(shape, np.nan)
+        for b in range(len(pred) if self.distances else 0):
             for c in range(1, self.num_classes):
                 p, t = pred[b] == c, target[b] == c
                 hd[b, c - 1] = hausdorff_distance(p, t, None, self.spacing)

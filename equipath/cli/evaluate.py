@@ -1,0 +1,66 @@
+"""``equipath evaluate --checkpoint C --data ROOT``: every metric of the checkpoint's task on a data set,
+with 95 % bootstrap intervals, printed as a table and written as JSON."""
+
+import json
+import math
+from pathlib import Path
+
+from equipath.checkpoint import atomic_write, check_writable
+from equipath.evaluation import EVAL_DATASETS, evaluate_checkpoint
+from equipath.training.distributed import resolve_device
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("evaluate", help="evaluate a checkpoint: metrics with bootstrap intervals",
+                                   description=__doc__)
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint written by equipath train (best.pt)")
+    parser.add_argument("--data", required=True, help="the data folder (PCam h5 files, image/mask folders, OCELOT)")
+    parser.add_argument("--dataset", choices=EVAL_DATASETS,
+                        help="format of --data; defaults to what the checkpoint's model was trained on")
+    parser.add_argument("--split", default="test", help="data split (default: test; OCELOT: train, val, test)")
+    parser.add_argument("--out", help="JSON file for the results (default: <checkpoint folder>/eval_<split>.json)")
+    parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples, 0 for none (default: 2000)")
+    parser.add_argument("--patch-size", type=int, help="segmentation patch side (default: the training patch size)")
+    parser.add_argument("--batch-size", type=int, default=64, help="default: 64")
+    parser.add_argument("--workers", type=int, default=0, help="data-loader processes (default: 0)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default: 0)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(func=run)
+
+
+def format_table(result: dict) -> str:
+    """The metrics of an evaluation result as an aligned text table with their intervals."""
+    rows = [("metric", "value", "95% CI")]
+    for name, value in result["metrics"].items():
+        low, high = result["ci95"].get(name, (math.nan, math.nan))
+        rows.append((name, f"{value:.4f}", "" if math.isnan(low) else f"[{low:.4f}, {high:.4f}]"))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    title = (f"{result['model']} on {result['dataset']} {result['split']} ({result['n']} items"
+             f"{', SYNTHETIC data' if result['synthetic'] else ''})")
+    return "\n".join([title, *lines])
+
+
+def _strict(value):
+    """NaN (an undefined metric) as JSON null."""
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def run(args) -> int:
+    if args.bootstrap < 0 or args.batch_size < 1 or args.workers < 0:
+        raise ValueError("--bootstrap and --workers must be >= 0 and --batch-size >= 1")
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval_{args.split}.json"
+    check_writable(out.parent)
+    result = evaluate_checkpoint(args.checkpoint, args.data, args.dataset, args.split, patch_size=args.patch_size,
+                                 device=resolve_device(args.device), batch_size=args.batch_size,
+                                 progress=not args.no_progress, n_bootstrap=args.bootstrap, seed=args.seed,
+                                 num_workers=args.workers)
+    atomic_write(out, json.dumps(_strict(result), indent=2) + "\n")
+    print(format_table(result))
+    print(f"results: {out}")
+    return 0

@@ -1,0 +1,140 @@
+"""Evaluate a checkpoint on a data set: every metric of its task with percentile-bootstrap intervals.
+
+The checkpoint says everything about the model (name, arguments, normalisation, task); the data set is
+read in its original format:
+
+    pcam          PCam h5 files of ``split`` in ``root`` (also the synthetic PCam-format set):
+                  NLL, accuracy, AUC (seed 000), patches resampled for the intervals
+    segmentation  ``root/<split>/{images,masks}/`` or ``root/{images,masks}/``, cut into a grid of
+                  ``patch_size`` patches: Dice, Jaccard, Hausdorff, HD95, Precision, Recall, Specificity,
+                  F1 (seed 004) and mIoU, per patch; patches resampled
+    ocelot        OCELOT 2023 ``split`` (train / val / test): the segmentation metrics on the disc masks and
+                  the per-cell F1 of the challenge (cells found as peaks of the predicted class regions,
+                  matched within 15 px), images resampled
+
+Example:
+    >>> result = evaluate_checkpoint("runs/train/best.pt", "data/pcam", split="test")  # doctest: +SKIP
+    >>> result["metrics"]["auc"], result["ci95"]["auc"]  # doctest: +SKIP
+"""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from equipath.checkpoint import load_model
+from equipath.data import OcelotDataset, PCamDataset, SegmentationDataset, folder_pairs, mask_to_points
+from equipath.evaluation.cells import CellDetectionMetric
+from equipath.evaluation.classification import ClassificationMetric
+from equipath.evaluation.segmentation import SegmentationMetric
+
+__all__ = ["evaluate_model", "evaluate_checkpoint", "open_dataset", "EVAL_DATASETS"]
+
+log = logging.getLogger(__name__)
+
+EVAL_DATASETS = ("pcam", "segmentation", "ocelot")
+
+
+def _pairs(root: Path, split: str) -> list:
+    base = root / split if (root / split / "images").is_dir() else root
+    return folder_pairs(base / "images", base / "masks")
+
+
+def open_dataset(kind: str, root, split: str = "test", patch_size: int = 320, cell_radius: float = 30.0):
+    """The evaluation data set of ``kind`` (one of :data:`EVAL_DATASETS`); errors name the missing file."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder {root} does not exist")
+    if kind == "pcam":
+        return PCamDataset(root, split)
+    if kind == "segmentation":
+        return SegmentationDataset(_pairs(root, split), patch_size, "grid")
+    if kind == "ocelot":
+        return OcelotDataset(root, split, radius=cell_radius)
+    raise ValueError(f"unknown evaluation data set {kind!r}: expected one of {', '.join(EVAL_DATASETS)}")
+
+
+def _cells(probs: torch.Tensor, radius: float) -> np.ndarray:
+    """Cells found in one predicted probability map ``(C, H, W)``: rows ``x, y, class, confidence``."""
+    classes = probs.argmax(0).numpy()
+    points, labels, _ = mask_to_points(classes, min_distance=max(1, int(radius // 2)))
+    rows = np.rint(points[:, 1]).astype(int), np.rint(points[:, 0]).astype(int)
+    scores = probs.numpy()[labels, rows[0], rows[1]]
+    return np.column_stack([points, labels, scores]) if len(points) else np.zeros((0, 4))
+
+
+@torch.no_grad()
+def evaluate_model(model, normalization: dict, dataset, *, batch_size: int = 64, device="cpu", progress: bool = True,
+                   n_bootstrap: int = 2000, seed: int = 0, num_workers: int = 0, cell_radius: float = 30.0) -> dict:
+    """Run ``model`` (in eval mode) over ``dataset`` and compute the metrics of its task.
+
+    Args:
+        model: a registered model (``task``, ``num_classes`` attributes).
+        normalization: ``{"mean": [3], "std": [3]}`` applied to the float RGB input in [0, 1].
+        dataset: items ``(image (3, H, W), target)``; an :class:`~equipath.data.OcelotDataset` also gets the
+            per-cell F1.
+        batch_size, device, num_workers: of the forward passes. Default to 64, CPU, 0.
+        progress: show a progress bar. Defaults to True.
+        n_bootstrap: bootstrap resamples of the 95 % intervals (0: none). Defaults to 2000 (seed 000).
+        seed: seed of the resampling. Defaults to 0.
+        cell_radius: disc radius of the OCELOT masks; cells closer than half of it are merged. Defaults to 30.
+
+    Returns:
+        ``{"metrics": {name: value}, "ci95": {name: [low, high]}, "n": items, "synthetic": bool}``.
+    """
+    device = torch.device(device)
+    model = model.to(device).eval()
+    mean = torch.tensor(normalization["mean"], device=device).view(1, 3, 1, 1)
+    std = torch.tensor(normalization["std"], device=device).view(1, 3, 1, 1)
+    metrics = [ClassificationMetric()] if model.task == "classification" else [SegmentationMetric(model.num_classes)]
+    is_ocelot = isinstance(dataset, OcelotDataset)
+    if is_ocelot:
+        metrics.append(CellDetectionMetric(radius=15.0))
+    loader = DataLoader(dataset, batch_size=1 if is_ocelot else batch_size, num_workers=num_workers)
+    index = 0
+    for x, y in tqdm(loader, desc="evaluate", disable=not progress):
+        logits = model((x.to(device) - mean) / std).float().cpu()
+        if model.task == "classification":
+            metrics[0](logits, y)
+        else:
+            metrics[0](logits.argmax(1), y)
+        if is_ocelot:
+            sample = dataset.sample(index)
+            gt = np.column_stack([sample.points, sample.classes]) if len(sample.points) else np.zeros((0, 3))
+            metrics[1](_cells(logits[0].softmax(0), cell_radius), gt)
+        index += len(x)
+    values, intervals = {}, {}
+    for metric in metrics:
+        values.update(metric.aggregate())
+        if n_bootstrap:
+            intervals.update({k: list(v) for k, v in metric.bootstrap(n_bootstrap, seed=seed).items()})
+    return {"metrics": values, "ci95": intervals, "n": index, "synthetic": bool(getattr(dataset, "synthetic", False))}
+
+
+def evaluate_checkpoint(checkpoint, root, dataset: str | None = None, split: str = "test", *, patch_size=None,
+                        device="cpu", **kwargs) -> dict:
+    """Load ``checkpoint`` and evaluate it on ``split`` of the data in ``root``.
+
+    ``dataset`` defaults to ``pcam`` for classifiers and, for segmentation models, to the kind the model was
+    trained on (``ocelot`` or ``segmentation``); ``patch_size`` to the training patch size. Other keyword
+    arguments go to :func:`evaluate_model`. The result also names the checkpoint, model, data and split.
+    """
+    model, state = load_model(checkpoint, map_location=device)
+    data_config = state.get("config", {}).get("data", {})
+    if dataset is None:
+        trained_on = data_config.get("dataset", "")
+        dataset = "pcam" if state["task"] == "classification" else ("ocelot" if trained_on == "ocelot" else "segmentation")
+    expected = "classification" if dataset == "pcam" else "segmentation"
+    if dataset in EVAL_DATASETS and expected != state["task"]:
+        raise ValueError(f"checkpoint {checkpoint} holds a {state['task']} model; data set {dataset!r} is for "
+                         f"{expected}")
+    data = open_dataset(dataset, root, split, patch_size or data_config.get("patch_size", 320),
+                        data_config.get("cell_radius", 30))
+    log.info("evaluating %s (%s) on %d items of %s %s", checkpoint, state["model"]["name"], len(data), dataset, split)
+    result = evaluate_model(model, state["normalization"], data, device=device,
+                            cell_radius=data_config.get("cell_radius", 30), **kwargs)
+    return {"checkpoint": str(checkpoint), "model": state["model"]["name"], "group": state.get("group"),
+            "data": str(root), "dataset": dataset, "split": split, **result}

@@ -1,0 +1,248 @@
+"""The training configuration: two dataclasses, and their strict construction from plain dictionaries.
+
+``TrainConfig.from_dict`` rejects unknown keys (naming the valid ones) and ill-typed values (naming the
+expected type), so a typo in a YAML file or a ``--key value`` flag fails before any work starts. The
+defaults are seed 000's training details: Adam, lr 1e-3 halved after 20 epochs without validation-loss
+improvement, epochs of 312 batches of 64, validation loss on a fixed sample of 40,000 patches.
+
+Example:
+    >>> config = TrainConfig.from_dict({"model": "p4m_densenet", "data": {"dataset": "synthetic_pcam"}})
+    >>> config.lr, config.batch_size, config.batches_per_epoch, config.data.val_samples
+    (0.001, 64, 312, 40000)
+    >>> TrainConfig.from_dict({"model": "densenet", "learning_rate": 0.1})
+    Traceback (most recent call last):
+    ...
+    ValueError: config: unknown key 'learning_rate'; valid keys: ...
+"""
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Literal
+
+from equipath.data.augment import AUGMENTATIONS
+
+__all__ = ["DataConfig", "TrainConfig", "field_type"]
+
+DATASETS = ("pcam", "synthetic_pcam", "segmentation", "synthetic_segmentation", "ocelot")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data to train on, and how.
+
+    Attributes:
+        dataset: ``pcam`` (the official h5 files in ``root``), ``synthetic_pcam`` (written to ``root`` by the
+            procedural generator when missing), ``segmentation`` (image / mask folders), ``synthetic_segmentation``
+            (procedural tiles) or ``ocelot`` (OCELOT 2023 cell masks). Defaults to ``synthetic_pcam``.
+        root: the data folder; for synthetic sets, where they are written. Defaults to ``<out_dir>/data``.
+        synthetic_size: items per split of a synthetic set, ``{"train": n, "valid": n, "test": n}``.
+        fraction: data regime, the nested seeded fraction of the training set (1, 0.5, 0.25, 0.125, ...).
+            Defaults to 1.
+        regime_seed: seed of the regime subsets. Defaults to 0.
+        augment: augmentations of the training set, in order, from ``d4``, ``c4``, ``elastic``, ``noise``,
+            ``hed``, ``color`` (:mod:`equipath.data.augment`; image and mask alike). Defaults to none (the
+            equivariant models need none).
+        val_samples: size of the fixed validation sample (seed 000: 40,000); ``None`` for the whole split.
+        num_workers: data-loader worker processes. Defaults to 0.
+        patch_size: side of the segmentation patches sampled from tiles. Defaults to 320 (seed 001).
+        cell_radius: disk radius of the OCELOT cell masks in pixels. Defaults to 30 (seed 002).
+    """
+
+    dataset: Literal[DATASETS] = "synthetic_pcam"
+    root: str | None = None
+    synthetic_size: dict = field(default_factory=lambda: {"train": 4096, "valid": 512, "test": 512})
+    fraction: float = 1.0
+    regime_seed: int = 0
+    augment: tuple[str, ...] = ()
+    val_samples: int | None = 40000
+    num_workers: int = 0
+    patch_size: int = 320
+    cell_radius: int = 30
+
+    def __post_init__(self):
+        _check_positive("data.fraction", self.fraction, upper=1.0)
+        _check_positive("data.val_samples", self.val_samples)
+        if self.num_workers < 0:
+            raise ValueError(f"config: data.num_workers must be >= 0, got {self.num_workers}")
+        unknown = [a for a in self.augment if a not in AUGMENTATIONS]
+        if unknown:
+            raise ValueError(f"config: data.augment: unknown augmentation {unknown[0]!r}; "
+                             f"expected a list of {', '.join(AUGMENTATIONS)}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run: model, data, loss, optimisation, and where the outputs go.
+
+    Attributes:
+        model: registered model name (``equipath models`` lists them).
+        model_kwargs: keyword arguments of ``create_model``. Defaults to none.
+        data: a :class:`DataConfig`.
+        loss: ``bce``, ``ce`` or ``dice_ce``; ``None`` picks ``bce`` for classifiers and ``ce`` otherwise.
+        dice_weight, ce_weight: weights of Dice-CE (seed 002). Default to 1.
+        lr: Adam's initial learning rate. Defaults to 1e-3.
+        weight_decay: Adam's weight decay. Defaults to 0.
+        lr_patience: the learning rate is multiplied by ``lr_factor`` at the end of the ``lr_patience``-th
+            consecutive epoch without a lower validation loss. Defaults to 20 (seed 000).
+        lr_factor: Defaults to 0.5.
+        epochs: number of epochs. Defaults to 100.
+        batch_size: global batch size, split evenly over distributed ranks. Defaults to 64.
+        batches_per_epoch: batches per epoch drawn at random; ``None`` for one pass over the training set.
+            Defaults to 312 (seed 000).
+        eval_batch_size: batch size of validation. Defaults to 128.
+        normalization_mean, normalization_std: per-channel statistics of float RGB in [0, 1] applied before
+            the model; ``None`` estimates them from up to 2048 training images. Default to None.
+        seed: seeds model initialisation, sampling and augmentation. Defaults to 0.
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``. Defaults to ``auto``.
+        amp: bf16 autocast and channels-last on a GPU (ignored on the CPU). Defaults to True.
+        out_dir: output folder (checkpoints, metrics.csv, config.yaml). Defaults to ``runs/train``.
+        resume: continue the run in ``out_dir`` when its ``last.pt`` exists; with False an existing run
+            there is an error. Defaults to True.
+        progress: show progress bars. Defaults to True.
+    """
+
+    model: str
+    model_kwargs: dict = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: Literal["bce", "ce", "dice_ce"] | None = None
+    dice_weight: float = 1.0
+    ce_weight: float = 1.0
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    lr_patience: int = 20
+    lr_factor: float = 0.5
+    epochs: int = 100
+    batch_size: int = 64
+    batches_per_epoch: int | None = 312
+    eval_batch_size: int = 128
+    normalization_mean: tuple[float, float, float] | None = None
+    normalization_std: tuple[float, float, float] | None = None
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    out_dir: str = "runs/train"
+    resume: bool = True
+    progress: bool = True
+
+    def __post_init__(self):
+        for name in ("lr", "epochs", "batch_size", "batches_per_epoch", "eval_batch_size", "lr_patience"):
+            _check_positive(name, getattr(self, name))
+        _check_positive("lr_factor", self.lr_factor, upper=1.0)
+        if self.normalization_std is not None and min(self.normalization_std) <= 0:
+            raise ValueError(f"config: normalization_std must be positive, got {self.normalization_std}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        """Build a config from a plain dict (``data`` a nested dict), rejecting unknown keys and wrong types."""
+        return _build(cls, values, "")
+
+    def to_dict(self) -> dict:
+        """Plain types only (tuples as lists), so the dict can be written as YAML and read back by ``from_dict``."""
+        return _plain(dataclasses.asdict(self))
+
+
+def _check_positive(name: str, value, upper: float | None = None) -> None:
+    if value is None:
+        return
+    if value <= 0 or (upper is not None and value > upper):
+        bound = f" and at most {upper:g}" if upper is not None else ""
+        raise ValueError(f"config: {name} must be positive{bound}, got {value}")
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def field_type(cls, dotted: str):
+    """The annotated type of a (dotted, e.g. ``data.root``) config key; ``KeyError`` naming it if unknown."""
+    head, _, rest = dotted.partition(".")
+    hints = typing.get_type_hints(cls)
+    if head not in hints:
+        raise KeyError(f"unknown config key {dotted!r}; valid keys: {', '.join(hints)}")
+    if rest:
+        if not dataclasses.is_dataclass(hints[head]):
+            raise KeyError(f"config key {head!r} has no sub-keys (got {dotted!r})")
+        return field_type(hints[head], rest)
+    return hints[head]
+
+
+def _describe(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join(_describe(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_describe(args[0])}"
+        return f"a list of {len(args)} numbers"
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {float: "a number", int: "an integer", bool: "true or false", str: "a string",
+            dict: "a mapping"}.get(tp, str(tp))
+
+
+def _convert(tp, value, where: str):
+    """``value`` as type ``tp``, or ``None`` when it does not fit (ints fit floats; bools fit only bools)."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return value if value in typing.get_args(tp) else None
+    if origin in (types.UnionType, typing.Union):
+        if value is None:
+            return None if type(None) not in typing.get_args(tp) else _NONE
+        for arg in typing.get_args(tp):
+            if arg is not type(None):
+                converted = _convert(arg, value, where)
+                if converted is not None:
+                    return converted
+        return None
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            return None
+        items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
+        if len(items) != len(value):
+            return None
+        converted = [_convert(a, v, where) for a, v in zip(items, value)]
+        return None if any(c is None for c in converted) else tuple(converted)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where + ".") if isinstance(value, dict) else None
+    if tp is float:
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if tp is int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    if tp in (bool, str, dict):
+        return value if isinstance(value, tp) else None
+    raise TypeError(f"config: no conversion for type {tp}")
+
+
+_NONE = object()  # a converted ``None`` (distinct from "does not fit")
+
+
+def _build(cls, values, prefix: str):
+    if not isinstance(values, dict):
+        raise ValueError(f"config: {prefix.rstrip('.') or 'the config'} must be a mapping, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise ValueError(f"config: unknown key {prefix + str(key)!r}; valid keys: "
+                             + ", ".join(prefix + k for k in hints))
+        converted = _convert(hints[key], value, prefix + key)
+        if converted is None:
+            raise ValueError(f"config: {prefix + key} must be {_describe(hints[key])}, got {value!r}")
+        kwargs[key] = None if converted is _NONE else converted
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in kwargs
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ValueError(f"config: missing required key(s) {', '.join(prefix + m for m in missing)}")
+    return cls(**kwargs)

@@ -1,0 +1,132 @@
+"""The training and validation sets of a :class:`~equipath.training.config.TrainConfig`.
+
+``data.dataset`` picks the reader of :mod:`equipath.data`:
+
+    pcam                    PCam h5 files (``.h5`` or ``.h5.gz``) in ``data.root``: splits train / valid
+    synthetic_pcam          the procedural PCam-format set, written to ``data.root`` when missing (synthetic)
+    segmentation            ``data.root/{train,valid}/{images,masks}/``: random ``patch_size`` patches for
+                            training, a grid of patches for validation
+    synthetic_segmentation  procedural tiles of ``patch_size`` drawn on the fly (synthetic)
+    ocelot                  OCELOT 2023 in ``data.root`` (splits train / val): whole 1024 x 1024 cell images
+                            with disc masks of radius ``cell_radius`` (seed 002), classes 0 / 1 / 2
+
+The training set is the ``data.fraction`` regime of the train split (nested and seeded, by slide when the
+PCam meta file names slides) with ``data.augment`` applied; the validation set is never augmented.
+
+Example:
+    >>> from equipath.training import TrainConfig
+    >>> config = TrainConfig.from_dict({"model": "p4m_densenet", "data": {"dataset": "pcam", "root": "data/pcam"}})
+    >>> train_set, val_set = build_datasets(config, model)  # doctest: +SKIP
+"""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Subset
+
+from equipath.data import (OcelotDataset, PCamDataset, SegmentationDataset, SyntheticSegmentation, folder_pairs,
+                           make_augmentation, regime_indices, write_synthetic_pcam)
+from equipath.data.pcam import pcam_path
+from equipath.training.sampling import fixed_sample
+
+__all__ = ["build_datasets", "estimate_normalization", "data_root"]
+
+log = logging.getLogger(__name__)
+
+
+def data_root(config) -> Path:
+    """``data.root``, or for a synthetic set ``<out_dir>/data`` when unset."""
+    if config.data.root is not None:
+        return Path(config.data.root)
+    if config.data.dataset.startswith("synthetic"):
+        return Path(config.out_dir) / "data"
+    raise ValueError(f"config: data.root is required for dataset {config.data.dataset!r} (the folder of its files)")
+
+
+def _is_main() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def _ensure_synthetic_pcam(root: Path, sizes: dict, seed: int, progress: bool) -> None:
+    """Write the synthetic PCam set into ``root`` unless every split is already there (rank 0 writes)."""
+    splits = ("train", "valid", "test")
+    missing = [s for s in splits if not pcam_path(root, s, "y").is_file()]
+    if missing and _is_main():
+        log.info("writing the synthetic PCam set %s to %s", sizes, root)
+        write_synthetic_pcam(root, sizes, seed=seed, progress=progress)
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _size(data, split: str) -> int:
+    n = data.synthetic_size.get(split)
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"config: data.synthetic_size must give a positive {split} size, got {data.synthetic_size}")
+    return n
+
+
+def _regime(dataset, fraction: float, seed: int, slides=None):
+    if fraction >= 1.0:
+        return dataset
+    return Subset(dataset, regime_indices(len(dataset), fraction, seed, slides).tolist())
+
+
+def build_datasets(config, model) -> tuple:
+    """``(train_set, val_set)`` for ``config`` (see the module docstring); items are ``(image, target)``
+    with ``image`` float32 ``(3, H, W)`` in [0, 1]. Checks that the patch size suits ``model``
+    (``model.check_input_size``) and that the data set's task is the model's."""
+    data = config.data
+    root = data_root(config)
+    augment = make_augmentation(data.augment) if data.augment else None
+    if data.dataset in ("pcam", "synthetic_pcam"):
+        if data.dataset == "synthetic_pcam":
+            _ensure_synthetic_pcam(root, data.synthetic_size, config.seed, config.progress)
+        task = "classification"
+        train_full = PCamDataset(root, "train", transform=augment)
+        if data.dataset == "synthetic_pcam" and len(train_full) != data.synthetic_size.get("train"):
+            raise ValueError(f"data.root {root} holds a synthetic set of {len(train_full)} training patches but "
+                             f"data.synthetic_size asks for {data.synthetic_size.get('train')}: use another data.root")
+        train_set = _regime(train_full, data.fraction, data.regime_seed, train_full.slides)
+        val_set = PCamDataset(root, "valid")
+    else:
+        task = "segmentation"
+        if data.dataset == "segmentation":
+            pairs = {s: folder_pairs(root / s / "images", root / s / "masks") for s in ("train", "valid")}
+            train_full = SegmentationDataset(pairs["train"], data.patch_size, "random", transform=augment)
+            val_set = SegmentationDataset(pairs["valid"], data.patch_size, "grid")
+        elif data.dataset == "synthetic_segmentation":
+            size = (data.patch_size, data.patch_size)
+            train_full = SyntheticSegmentation(_size(data, "train"), size, config.seed, "train", transform=augment)
+            val_set = SyntheticSegmentation(_size(data, "valid"), size, config.seed, "valid")
+        else:
+            train_full = OcelotDataset(root, "train", radius=data.cell_radius, transform=augment)
+            val_set = OcelotDataset(root, "val", radius=data.cell_radius)
+        train_set = _regime(train_full, data.fraction, data.regime_seed)
+    if task != model.task:
+        raise ValueError(f"config: model {config.model!r} is a {model.task} model but data.dataset "
+                         f"{data.dataset!r} is a {task} set")
+    h, w = val_set[0][0].shape[-2:]
+    model.check_input_size(h, w)
+    log.info("training on %d items (fraction %g of %d), validating on %s of %d", len(train_set), data.fraction,
+             len(train_full), data.val_samples or "all", len(val_set))
+    return train_set, val_set
+
+
+@torch.no_grad()
+def estimate_normalization(dataset, seed: int, size: int = 2048) -> tuple[list, list]:
+    """Per-channel mean and standard deviation of the images of a fixed sample of ``size`` items."""
+    indices = fixed_sample(len(dataset), size, seed).tolist()
+    total = torch.zeros(3, dtype=torch.float64)
+    total_sq = torch.zeros(3, dtype=torch.float64)
+    count = 0
+    for x, _ in DataLoader(Subset(dataset, indices), batch_size=256):
+        x = x.double()
+        total += x.sum((0, 2, 3))
+        total_sq += (x * x).sum((0, 2, 3))
+        count += x.shape[0] * x.shape[2] * x.shape[3]
+    mean = total / count
+    std = (total_sq / count - mean * mean).clamp_min(1e-12).sqrt()
+    return [float(v) for v in mean], [float(max(v, 1e-3)) for v in std.numpy().astype(np.float64)]
