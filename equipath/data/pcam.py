@@ -204,11 +204,15 @@ class PCamDataset(Dataset):
             self._pid = os.getpid()
         return self._file["x"]
 
-    def _item(self, array: np.ndarray, index: int):
-        image = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float().div_(255)  # (3, 96, 96)
+    def _item(self, image: torch.Tensor, index: int):
         if self.transform is not None:
             image, _ = self.transform(image, None)
         return image, torch.tensor(float(self.labels[index]))
+
+    @staticmethod
+    def _to_float(block: np.ndarray) -> torch.Tensor:
+        """uint8 ``(..., 96, 96, 3)`` -> float32 ``(..., 3, 96, 96)`` in [0, 1]."""
+        return torch.from_numpy(block).movedim(-1, -3).contiguous().float().div_(255)
 
     def _index(self, index: int) -> int:
         n = len(self)
@@ -218,13 +222,13 @@ class PCamDataset(Dataset):
 
     def __getitem__(self, index: int):
         index = self._index(int(index))
-        return self._item(self._images()[index], index)
+        return self._item(self._to_float(self._images()[index]), index)
 
     def __getitems__(self, indices) -> list:
         """A batch in one HDF5 read (h5py wants sorted unique indices); used by ``DataLoader``."""
         indices = [self._index(int(i)) for i in indices]
         unique, inverse = np.unique(indices, return_inverse=True)
-        block = self._images()[unique]  # (U, 96, 96, 3)
+        block = self._to_float(self._images()[unique])  # (U, 3, 96, 96)
         return [self._item(block[j], i) for i, j in zip(indices, inverse)]
 
 

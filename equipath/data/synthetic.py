@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["Nuclei", "SyntheticPatch", "SyntheticTile", "synthetic_patch", "synthetic_tile",
+__all__ = ["Nuclei", "SyntheticPatch", "SyntheticTile", "synthetic_patch", "synthetic_tile", "tile_shape",
            "PATCH_SIZE", "CENTRE", "SLIDE_SIZE", "LYMPHOCYTE", "FIBROBLAST", "TUMOUR", "SPLIT_CODES"]
 
 PATCH_SIZE = 96
@@ -332,12 +332,18 @@ def synthetic_patch(index: int, seed: int = 0, split: str = "train") -> Syntheti
     return SyntheticPatch(image, label, _nuclei(nuc), tumour, region)
 
 
+def tile_shape(size) -> tuple:
+    """``(H, W)`` of a tile ``size``; raises ``ValueError`` below 16 x 16."""
+    h, w = (int(v) for v in size)
+    if h < 16 or w < 16:
+        raise ValueError(f"tile size must be at least (16, 16), got {tuple(size)}")
+    return h, w
+
+
 def synthetic_tile(index: int, seed: int = 0, size=(320, 320), split: str = "train") -> SyntheticTile:
     """Segmentation tile ``index``: ``size = (H, W)`` pixels, a random tumour region (none in about one
     tile of five) filled with tumour-like nuclei, normal-like tissue elsewhere; ``mask`` is the region."""
-    h, w = (int(s) for s in size)
-    if h < 16 or w < 16:
-        raise ValueError(f"tile size must be at least (16, 16), got {tuple(size)}")
+    h, w = tile_shape(size)
     rng = _rng(seed, split, _TILE, index)
     slide_rng = _rng(seed, split, _SLIDE, index // SLIDE_SIZE)
     fibre_angle = rng.uniform(0, np.pi)

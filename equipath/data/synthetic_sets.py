@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from equipath import __version__
 from equipath.data._io import atomic_path
 from equipath.data.pcam import PCAM_SPLITS, PCamWriter, pcam_path
-from equipath.data.synthetic import CENTRE, SLIDE_SIZE, synthetic_patch, synthetic_tile
+from equipath.data.synthetic import CENTRE, SLIDE_SIZE, synthetic_patch, synthetic_tile, tile_shape
 
 __all__ = ["write_synthetic_pcam", "write_synthetic_tiles", "SyntheticSegmentation", "write_preview",
            "SYNTHETIC_NOTE"]
@@ -120,6 +120,7 @@ def write_synthetic_tiles(root, n: int, size=(320, 320), seed: int = 0, split: s
     :func:`~equipath.data.csv_pairs`. Returns the CSV path."""
     if n < 1:
         raise ValueError(f"expected n >= 1 tiles, got {n}")
+    size = tile_shape(size)
     root = Path(root)
     for d in ("images", "masks"):
         (root / d).mkdir(parents=True, exist_ok=True)

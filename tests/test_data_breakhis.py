@@ -1,0 +1,90 @@
+"""BreakHis folder tree (original naming) and prediction by the maximum over random crops."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from equipath.data import BreakHisDataset, predict_max_over_crops
+
+FILES = [
+    ("benign", "adenosis", "SOB_B_A_14-22549AB", "40X", "SOB_B_A-14-22549AB-40-001.png"),
+    ("benign", "adenosis", "SOB_B_A_14-22549AB", "100X", "SOB_B_A-14-22549AB-100-001.png"),
+    ("malignant", "ductal_carcinoma", "SOB_M_DC_14-2523", "40X", "SOB_M_DC-14-2523-40-010.png"),
+    ("malignant", "ductal_carcinoma", "SOB_M_DC_14-2523", "40X", "SOB_M_DC-14-2523-40-011.png"),
+]
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root = tmp_path / "BreaKHis_v1" / "histology_slides" / "breast"
+    for k, (label, kind, patient, mag, name) in enumerate(FILES):
+        folder = root / label / "SOB" / kind / patient / mag
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((46, 70, 3), 10 * k, np.uint8)).save(folder / name)
+    return tmp_path / "BreaKHis_v1"
+
+
+def test_labels_magnifications_patients(tree):
+    data = BreakHisDataset(tree)
+    assert data.labels.tolist() == [0, 0, 1, 1]
+    assert data.magnifications == ["100X", "40X", "40X", "40X"]
+    assert data.patients == ["14-22549AB", "14-22549AB", "14-2523", "14-2523"]
+    image, label = data[2]
+    assert image.shape == (3, 46, 70) and image.dtype == torch.float32 and float(label) == 1.0
+    assert torch.allclose(image, torch.full_like(image, 20 / 255))
+
+
+def test_magnification_filter(tree):
+    data = BreakHisDataset(tree, magnification="40x")
+    assert len(data) == 3 and set(data.magnifications) == {"40X"}
+    with pytest.raises(ValueError, match="no images at magnification '200X'"):
+        BreakHisDataset(tree, magnification="200X")
+
+
+def test_plain_names_use_folders(tmp_path):
+    for label in ("Benign", "Malignant"):
+        d = tmp_path / label / "patient_7" / "400X"
+        d.mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(d / "img.png")
+    data = BreakHisDataset(tmp_path)
+    assert data.labels.tolist() == [0, 1] and data.patients == ["patient_7", "patient_7"]
+    assert data.magnifications == ["400X", "400X"]
+
+
+def test_bad_trees(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        BreakHisDataset(tmp_path / "nothing")
+    with pytest.raises(ValueError, match="found none"):
+        BreakHisDataset(tmp_path)
+    (tmp_path / "unsorted").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "unsorted" / "x.png")
+    with pytest.raises(ValueError, match=r"x\.png: expected exactly one folder named 'benign' or 'malignant'"):
+        BreakHisDataset(tmp_path)
+
+
+def test_max_over_crops_matches_brute_force():
+    image = torch.rand(3, 46, 70)
+    calls = []
+
+    def model_fn(batch):
+        calls.append(batch.shape)
+        return batch[:, 0].amax((1, 2))  # any callable returning probabilities (B,)
+
+    best = predict_max_over_crops(model_fn, image, n_crops=1000, crop=16, seed=5, batch_size=128)
+    assert sum(c[0] for c in calls) == 1000 and all(c[1:] == (3, 16, 16) for c in calls)
+    rng = np.random.default_rng(5)
+    ys, xs = rng.integers(0, 46 - 16 + 1, 1000), rng.integers(0, 70 - 16 + 1, 1000)
+    expected = max(float(image[0, y:y + 16, x:x + 16].max()) for y, x in zip(ys, xs))
+    assert best == expected
+    assert predict_max_over_crops(model_fn, image, n_crops=50, crop=16, seed=5) == \
+        predict_max_over_crops(model_fn, image, n_crops=50, crop=16, seed=5)
+
+
+def test_max_over_crops_checks():
+    image = torch.rand(3, 20, 20)
+    with pytest.raises(ValueError, match="crop 32 is larger than the 20x20 image"):
+        predict_max_over_crops(lambda b: b.mean((1, 2, 3)), image, crop=32)
+    with pytest.raises(ValueError, match=r"model_fn must return probabilities of shape \(10,\)"):
+        predict_max_over_crops(lambda b: torch.zeros(len(b), 2), image, n_crops=10, crop=8)
+    assert predict_max_over_crops(lambda b: torch.ones(len(b), 1) * 0.25, image, n_crops=3, crop=8) == 0.25
