@@ -68,7 +68,7 @@ class GroundTruth:
         distance = ndimage.distance_transform_edt(~tumour)
         grown = ndimage.binary_fill_holes(distance < growth_um / (2.0 * mask_mpp))
         labels = label_components(grown, connectivity=2)
-        itc = tuple(p.label for p in regionprops(labels) if p.major_axis_length < itc_um / mask_mpp)
+        itc = tuple(p.label for p in regionprops(labels) if p.axis_major_length < itc_um / mask_mpp)
         return cls(labels, downsample, itc)
 
     @property

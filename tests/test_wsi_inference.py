@@ -1,0 +1,153 @@
+"""Fully-convolutional tiled inference equals patch-by-patch prediction at the same positions, only tissue
+is computed, the map can live on disk, and D4 test-time augmentation behaves as the group says."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from equipath.groups import get_group
+from equipath.models import create_model
+from equipath.wsi.inference import Grid, predict_dense, predict_patches, tissue_cells
+from equipath.wsi.reader import SlideView, open_slide
+from equipath.wsi.tissue import TissueOptions, tissue_mask
+
+pytestmark = pytest.mark.wsi
+
+CMU = Path(__file__).parent / "data" / "CMU-1-Small-Region.svs"
+NORM = {"mean": [0.7, 0.5, 0.7], "std": [0.15, 0.2, 0.15]}
+
+
+def tiny(name="p4m_densenet"):
+    model = create_model(name, growth=8 if name.startswith("p4m") else 4).eval()
+    with torch.no_grad():  # non-trivial batch-norm statistics, so the test sees real numbers
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm3d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    return model
+
+
+@pytest.fixture(scope="module")
+def cmu_crop():
+    with open_slide(CMU) as slide:
+        return slide.read_region(700, 900, 290, 230)  # (230, 290, 3): neither side a multiple of 32
+
+
+def sample_cells(grid, cells, n, rng):
+    """``n`` tissue cells plus every corner cell: edges and partial tiles included."""
+    rows, cols = grid.shape
+    tissue = np.argwhere(cells)
+    picked = tissue[rng.choice(len(tissue), size=min(n, len(tissue)), replace=False)]
+    corners = np.array([[0, 0], [0, cols - 1], [rows - 1, 0], [rows - 1, cols - 1]])
+    return np.concatenate([picked, corners])
+
+
+def test_fully_convolutional_equals_patch_by_patch(cmu_crop):
+    model = tiny()
+    view = SlideView.at(open_slide(cmu_crop))
+    grid = Grid.for_view(view, model)
+    assert grid.shape == (8, 10) and grid.pad == 32
+    _, _, cells = tissue_cells(view, grid, TissueOptions())
+    assert 0 < cells.sum() < cells.size
+    full = np.ones(grid.shape, bool)
+    dense = predict_dense(model, view, grid, full, normalization=NORM, tile_cells=4, batch_size=3, progress=False)
+    positions = sample_cells(grid, cells, 12, np.random.default_rng(0))
+    reference = predict_patches(model, view, grid, positions, normalization=NORM, batch_size=16, progress=False)
+    values = dense[positions[:, 0], positions[:, 1]]
+    assert np.ptp(values) > 1e-3  # the map is not constant: the comparison means something
+    np.testing.assert_allclose(values, reference, rtol=0, atol=1e-4)
+    only_tissue = predict_dense(model, view, grid, cells, normalization=NORM, tile_cells=5, batch_size=2,
+                                progress=False)
+    np.testing.assert_allclose(only_tissue[cells], dense[cells], atol=1e-5)
+    assert (only_tissue[~cells] == 0).all()
+
+
+def test_resampled_view_and_on_disk_map(tmp_path):
+    """On the real slide at half resolution (OpenSlide, resampled by 2) with the map as a memmap."""
+    model = tiny()
+    with open_slide(CMU) as slide:
+        view = SlideView.at(slide, mpp=0.998)
+        grid = Grid.for_view(view, model)
+        _, _, cells = tissue_cells(view, grid)
+        region = np.zeros(grid.shape, bool)
+        region[10:16, 8:16] = cells[10:16, 8:16]  # a window of the slide keeps the test fast
+        prob = predict_dense(model, view, grid, region, normalization=NORM, tile_cells=6, batch_size=2,
+                             out=tmp_path / "map.npy", progress=False)
+        positions = sample_cells(grid, region, 8, np.random.default_rng(1))[:-4]
+        reference = predict_patches(model, view, grid, positions, normalization=NORM, progress=False)
+    assert isinstance(prob, np.memmap)
+    np.testing.assert_allclose(prob[positions[:, 0], positions[:, 1]], reference, atol=1e-4)
+    np.testing.assert_array_equal(np.load(tmp_path / "map.npy"), prob)
+
+
+def test_grid_geometry_maps_cells_to_level0():
+    model = tiny()
+    view = SlideView.at(open_slide(np.zeros((100, 130, 3), np.uint8)))
+    grid = Grid.for_view(view, model)
+    assert grid.shape == (4, 5)
+    assert grid.patch_origin(1, 2) == (32, 0)
+    x, y = grid.cell_centre_level0(np.array([0, 3]), np.array([0, 4]))
+    assert x.tolist() == [16.0, 144.0] and y.tolist() == [16.0, 112.0]
+
+
+def test_no_tissue_means_no_work():
+    calls = []
+    model = tiny()
+    model.forward_dense = lambda x: calls.append(x) or torch.zeros(x.shape[0], 1, 1, 1)
+    view = SlideView.at(open_slide(np.full((200, 200, 3), 245, np.uint8)))
+    grid = Grid.for_view(view, model)
+    _, mask, cells = tissue_cells(view, grid)
+    assert not mask.any() and not cells.any()
+    prob = predict_dense(model, view, grid, cells, progress=False)
+    assert calls == [] and prob.shape == grid.shape and not prob.any()
+
+
+def test_not_a_dense_classifier_is_rejected():
+    view = SlideView.at(open_slide(np.zeros((96, 96, 3), np.uint8)))
+    with pytest.raises(ValueError, match="not a fully-convolutional patch classifier"):
+        Grid.for_view(view, torch.nn.Conv2d(3, 1, 3))
+    model = tiny()
+    with pytest.raises(ValueError, match="tile_cells"):
+        predict_dense(model, view, Grid.for_view(view, model), tile_cells=0, progress=False)
+
+
+def test_tissue_detection_thresholds_and_otsu():
+    rng = np.random.default_rng(0)
+    rgb = np.full((64, 64, 3), 235, np.uint8) + rng.integers(0, 8, (64, 64, 3), dtype=np.uint8)
+    rgb[16:48, 16:48] = (190, 110, 180)  # H&E pink-purple
+    rgb[0:6, 0:6] = (20, 20, 25)  # a dark, grey mark: fails the saturation test
+    hsv = tissue_mask(rgb, TissueOptions(blur_sigma=0))
+    assert hsv[16:48, 16:48].all() and hsv.sum() == 32 * 32
+    otsu = tissue_mask(rgb, TissueOptions(method="otsu", blur_sigma=0))
+    assert otsu[16:48, 16:48].all() and otsu.sum() == 32 * 32
+    strict = tissue_mask(rgb, TissueOptions(saturation=0.5, blur_sigma=0))
+    assert not strict.any()
+    with pytest.raises(ValueError, match="tissue method"):
+        TissueOptions(method="kmeans")
+
+
+def test_tta_is_free_for_p4m_and_makes_a_baseline_invariant(cmu_crop):
+    """D4 TTA through equipath.groups: nothing changes for p4m_densenet; a z2 baseline becomes stable."""
+    d4 = get_group("p4m")
+    image = np.ascontiguousarray(cmu_crop[:160, :160])  # 5 x 5 cells: the grid is symmetric
+
+    def act(img, g):  # the planar action on an (H, W, 3) image
+        return np.ascontiguousarray(d4.transform(img.transpose(2, 0, 1), g).transpose(1, 2, 0))
+
+    def run(model, img, tta):
+        view = SlideView.at(open_slide(img))
+        return predict_dense(model, view, Grid.for_view(view, model), normalization=NORM, tile_cells=5,
+                             batch_size=1, tta=tta, progress=False)
+
+    g = 5  # a quarter turn after a mirror
+    p4m = tiny("p4m_densenet")
+    plain = run(p4m, image, False)
+    np.testing.assert_allclose(run(p4m, image, True), plain, atol=1e-5)
+    np.testing.assert_allclose(run(p4m, act(image, g), False), d4.transform(plain, g), atol=1e-5)
+
+    z2 = tiny("densenet")
+    before = np.abs(run(z2, act(image, g), False) - d4.transform(run(z2, image, False), g)).max()
+    after = np.abs(run(z2, act(image, g), True) - d4.transform(run(z2, image, True), g)).max()
+    assert before > 1e-3 and after < 1e-5
