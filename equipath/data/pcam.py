@@ -29,13 +29,13 @@ import csv
 import gzip
 import logging
 import os
-import shutil
 from pathlib import Path
 
 import h5py
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from equipath.data._io import atomic_path
 
@@ -60,17 +60,21 @@ def pcam_path(root, split: str, key: str, suffix: str = ".h5") -> Path:
     return Path(root) / f"camelyonpatch_level_2_split_{_check_split(split)}_{key}{suffix}"
 
 
-def _gunzip(src: Path, dst: Path) -> None:
-    """Decompress ``src`` into ``dst`` atomically."""
+def _gunzip(src: Path, dst: Path, progress: bool) -> None:
+    """Decompress ``src`` into ``dst`` atomically (the bar counts compressed bytes)."""
     log.info("decompressing %s -> %s", src, dst)
     try:
-        with atomic_path(dst) as tmp, gzip.open(src, "rb") as fin, open(tmp, "wb") as fout:
-            shutil.copyfileobj(fin, fout, length=1 << 22)
+        with atomic_path(dst) as tmp, open(src, "rb") as raw, gzip.GzipFile(fileobj=raw) as fin, \
+                open(tmp, "wb") as fout, tqdm(total=src.stat().st_size, unit="B", unit_scale=True,
+                                              desc=f"gunzip {src.name}", disable=not progress) as bar:
+            while block := fin.read(1 << 22):
+                fout.write(block)
+                bar.update(raw.tell() - bar.n)
     except (OSError, EOFError) as exc:
         raise OSError(f"{src}: could not decompress the gzipped PCam file ({exc})") from exc
 
 
-def _locate(root: Path, split: str, key: str, cache_dir) -> Path:
+def _locate(root: Path, split: str, key: str, cache_dir, progress: bool) -> Path:
     """The plain ``.h5`` file of ``key``; a ``.h5.gz`` is decompressed first (once: a decompressed copy
     in ``cache_dir`` newer than the ``.h5.gz`` is reused)."""
     plain = pcam_path(root, split, key)
@@ -81,7 +85,7 @@ def _locate(root: Path, split: str, key: str, cache_dir) -> Path:
     if gz.is_file() and cached.is_file() and cached.stat().st_mtime >= gz.stat().st_mtime:
         return cached
     if gz.is_file():
-        _gunzip(gz, cached)
+        _gunzip(gz, cached, progress)
         return cached
     raise FileNotFoundError(f"PCam {split} split: expected {plain} or {gz}, found neither")
 
@@ -137,6 +141,7 @@ class PCamDataset(Dataset):
         transform: joint transform ``(image, mask) -> (image, mask)`` from :mod:`equipath.data.augment`,
             called with ``mask=None``. Defaults to None.
         cache_dir: where gzipped files are decompressed. Defaults to ``root``.
+        progress: show a progress bar while decompressing. Defaults to True.
 
     Attributes:
         labels: ``(N,)`` int64 labels (read once, in memory).
@@ -150,12 +155,12 @@ class PCamDataset(Dataset):
         >>> image, label = data[0]  # doctest: +SKIP
     """
 
-    def __init__(self, root, split: str = "train", transform=None, cache_dir=None):
+    def __init__(self, root, split: str = "train", transform=None, cache_dir=None, progress: bool = True):
         self.root = Path(root)
         self.split = _check_split(split)
         self.transform = transform
-        self.x_path = _locate(self.root, split, "x", cache_dir)
-        self.y_path = _locate(self.root, split, "y", cache_dir)
+        self.x_path = _locate(self.root, split, "x", cache_dir, progress)
+        self.y_path = _locate(self.root, split, "y", cache_dir, progress)
         n, self.labels, self.synthetic = self._validate()
         meta_path = pcam_path(self.root, split, "meta", ".csv")
         self.meta = _read_meta(meta_path, n) if meta_path.is_file() else None

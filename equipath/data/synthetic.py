@@ -102,14 +102,17 @@ def _rng(seed: int, split: str, purpose: int, index: int) -> np.random.Generator
     return np.random.default_rng([int(seed), SPLIT_CODES[split], purpose, int(index)])
 
 
-def _smooth_noise(rng, shape, sigma: float) -> np.ndarray:
-    """Gaussian random field with unit standard deviation and correlation length ``sigma`` pixels."""
-    fy = np.fft.fftfreq(shape[0])[:, None]
-    fx = np.fft.rfftfreq(shape[1])[None, :]
-    transfer = np.exp(-2 * (np.pi * sigma) ** 2 * (fy ** 2 + fx ** 2))  # Gaussian blur, periodic
-    field = np.fft.irfft2(np.fft.rfft2(rng.standard_normal(shape)) * transfer, s=shape)
-    field -= field.mean()
-    return field / (field.std() + 1e-12)
+def _smooth_noise(rng, shape, *sigmas: float) -> np.ndarray:
+    """Gaussian random fields with zero mean, unit standard deviation and correlation lengths ``sigmas``
+    pixels (periodic), ``(len(sigmas), H, W)``, or ``(H, W)`` for one sigma; one batched FFT."""
+    fy = np.fft.fftfreq(shape[0])[None, :, None]
+    fx = np.fft.rfftfreq(shape[1])[None, None, :]
+    sig = np.asarray(sigmas, dtype=float)[:, None, None]
+    transfer = np.exp(-2 * (np.pi * sig) ** 2 * (fy ** 2 + fx ** 2))  # Gaussian blur
+    field = np.fft.irfft2(np.fft.rfft2(rng.standard_normal((len(sigmas), *shape))) * transfer, s=shape)
+    field -= field.mean(axis=(1, 2), keepdims=True)
+    field /= field.std(axis=(1, 2), keepdims=True) + 1e-12
+    return field[0] if len(sigmas) == 1 else field
 
 
 def _lattice(rng, shape, spacing: float, jitter: float, origin=None) -> np.ndarray:
@@ -240,12 +243,12 @@ def _render(rng, slide_rng, shape, nuc: dict, tumour_region: np.ndarray, fibre_a
     nucleus coverage)."""
     h, w = shape
     yy, xx = np.mgrid[0:h, 0:w].astype(float)
-    wobble = _smooth_noise(rng, shape, 5.0)
+    wobble, fade, texture, pale = _smooth_noise(rng, shape, 5.0, 8.0, 10.0, 9.0)
     along = yy * np.cos(fibre_angle) + xx * np.sin(fibre_angle)
     fibres = (0.5 + 0.5 * np.sin(2 * np.pi * along / rng.uniform(4, 8) + 3.5 * wobble)) ** 4
-    contrast = np.clip(0.5 + 0.4 * _smooth_noise(rng, shape, 8.0), 0.1, 1)  # fibres fade in and out
-    eosin = rng.uniform(0.45, 0.65) * (0.6 + 0.4 * contrast * fibres) * (1 + 0.15 * _smooth_noise(rng, shape, 10.0))
-    gaps = _smooth_noise(rng, shape, 9.0) > rng.uniform(1.6, 2.6)
+    contrast = np.clip(0.5 + 0.4 * fade, 0.1, 1)  # fibres fade in and out
+    eosin = rng.uniform(0.45, 0.65) * (0.6 + 0.4 * contrast * fibres) * (1 + 0.15 * texture)
+    gaps = pale > rng.uniform(1.6, 2.6)
     eosin = np.where(ndimage.binary_dilation(gaps), 0.12 * eosin, eosin)
     haem = np.full(shape, 0.05)
     cytoplasm = ndimage.gaussian_filter(tumour_region.astype(float), 2.0)

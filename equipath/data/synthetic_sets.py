@@ -205,8 +205,9 @@ def write_preview(path, n_per_class: int = 16, seed: int = 0, split: str = "trai
             ax.imshow(image)
             ax.add_patch(Rectangle((CENTRE.start - 0.5, CENTRE.start - 0.5), 32, 32, fill=False, lw=0.6,
                                    ec="lime" if label else "white"))
-        axes[0, offset + cols // 2].set_title(f"label {label}: {'tumour' if label else 'no tumour'} in centre",
-                                              fontsize=9)
+        centre = 0.01 + 0.98 * (cols / 2 + label * (cols + 0.2)) / (2 * cols + 0.2)  # of the label's columns
+        fig.text(centre, 1 - 0.42 / height, f"label {label}: {'tumour' if label else 'no tumour'} in the centre",
+                 ha="center", fontsize=9)
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.55 / height, wspace=0.05, hspace=0.05)
     fig.suptitle(f"SYNTHETIC H&E-like patches (equipath generator, seed {seed}, {split}) - not real tissue",
                  fontsize=10)
