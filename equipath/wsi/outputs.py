@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib import colormaps
-from PIL import Image
+from PIL import Image, ImageDraw
 from scipy import ndimage
 from skimage.measure import approximate_polygon, find_contours
 
@@ -71,8 +71,9 @@ def colorize(prob: np.ndarray, cmap: str = "jet") -> np.ndarray:
 
 
 def write_heatmap_png(path, thumbnail: np.ndarray, prob: np.ndarray, cells: np.ndarray | None = None,
-                      alpha: float = 0.5, cmap: str = "jet") -> Path:
-    """PNG of the thumbnail ``(h, w, 3) uint8`` with the map blended over the cells in ``cells`` (all if None).
+                      alpha: float = 0.5, cmap: str = "jet", caption: str | None = None) -> Path:
+    """PNG of the thumbnail ``(h, w, 3) uint8`` with the map blended over the cells in ``cells`` (all if None),
+    and ``caption`` written in the top-left corner.
 
     The map is resized by nearest neighbour so each cell covers its own block of the thumbnail.
     """
@@ -82,7 +83,13 @@ def write_heatmap_png(path, thumbnail: np.ndarray, prob: np.ndarray, cells: np.n
     where = resize_nearest(np.ones(prob.shape, bool) if cells is None else cells, shape)
     out = thumbnail.astype(np.float32)
     out[where] = (1 - alpha) * out[where] + alpha * colours[where]
-    return write_png(path, np.round(out).astype(np.uint8))
+    image = Image.fromarray(np.round(out).astype(np.uint8))
+    if caption:
+        draw = ImageDraw.Draw(image)
+        box = draw.textbbox((4, 4), caption)
+        draw.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=(255, 255, 255))
+        draw.text((4, 4), caption, fill=(0, 0, 0))
+    return write_png(path, np.asarray(image))
 
 
 def write_pyramidal_tiff(path, prob: np.ndarray, cell_mpp: float | None, cmap: str = "jet",

@@ -33,7 +33,7 @@ from equipath.wsi.outputs import (write_geojson, write_heatmap_png, write_json, 
 from equipath.wsi.reader import SlideView, open_slide
 from equipath.wsi.tissue import TissueOptions, overlay_mask
 
-__all__ = ["PredictOptions", "PredictJob", "predict_slide", "OUTPUT_FILES"]
+__all__ = ["PredictOptions", "PredictJob", "predict_slide", "trained_on_synthetic", "OUTPUT_FILES"]
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,9 @@ def predict_slide(source, out_dir, model, checkpoint: dict, options: PredictOpti
         thumbnail = thumb_view.read_all()
         dims, level0_mpp, backend = reader.dimensions, reader.mpp, reader.backend
     cell_size = grid.stride * grid.downsample
-    write_heatmap_png(out_dir / "heatmap.png", thumbnail, prob, cells)
+    synthetic = trained_on_synthetic(checkpoint)
+    write_heatmap_png(out_dir / "heatmap.png", thumbnail, prob, cells,
+                      caption="model trained on SYNTHETIC data" if synthetic else None)
     write_pyramidal_tiff(out_dir / "heatmap.tif", prob, None if view.mpp is None else view.mpp * grid.stride)
     write_geojson(out_dir / "regions.geojson", prob, options.threshold, cell_size)
     detections = square_nms(prob, options.nms_window, options.nms_threshold)
@@ -136,7 +138,7 @@ def predict_slide(source, out_dir, model, checkpoint: dict, options: PredictOpti
         "grid": {"shape": list(grid.shape), "stride": grid.stride, "receptive_field": grid.receptive_field,
                  "cell_size_level0": cell_size, "cell_origin_level0": [0.0, 0.0]},
         "model": checkpoint.get("model", {"name": type(model).__name__}),
-        "synthetic": bool(checkpoint.get("synthetic", False)),
+        "synthetic": synthetic,
         "tissue_cells": int(cells.sum()),
         "tissue_megapixels": tissue_px / 1e6,
         "max_probability": float(np.max(prob)) if prob.size else 0.0,
@@ -151,6 +153,12 @@ def predict_slide(source, out_dir, model, checkpoint: dict, options: PredictOpti
              summary["tissue_cells"], summary["detections"], summary["max_probability"], elapsed)
     return summary
 
+
+
+def trained_on_synthetic(checkpoint: dict) -> bool:
+    """Whether the checkpoint's model was trained on synthetic data (its outputs are then labelled so)."""
+    data = (checkpoint.get("config") or {}).get("data") or {}
+    return bool(checkpoint.get("synthetic")) or str(data.get("dataset", "")).startswith("synthetic")
 
 
 @lru_cache(maxsize=1)

@@ -178,7 +178,8 @@ def open_slide(source, backend: str = "auto", mpp: float | None = None) -> Slide
             through PIL), an ``(H, W, 3)`` uint8 numpy array, or a PIL image.
         backend: ``"auto"`` (images through PIL, slides through OpenSlide, then tiffslide), ``"openslide"``,
             ``"tiffslide"`` or ``"image"``. Defaults to ``"auto"``.
-        mpp: microns per level-0 pixel, overriding the file's metadata (images carry none). Defaults to None.
+        mpp: microns per level-0 pixel of a file that does not record it (images never do); a file's own
+            metadata wins. Defaults to None.
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -203,7 +204,7 @@ def open_slide(source, backend: str = "auto", mpp: float | None = None) -> Slide
             raise ValueError(f"image {path} could not be read ({exc})") from None
         return _ImageReader(pixels, str(path), mpp)
     reader = _open_pyramid(path, backend)
-    if mpp is not None:
+    if reader.mpp is None and mpp is not None:
         reader.mpp = float(mpp)
     log.debug("opened %r with %s", reader, reader.backend)
     return reader
