@@ -19,7 +19,7 @@ Design choices the paper leaves open, fixed so that every Table 1 count is match
 no bottleneck and no compression (the transition's 1x1 conv keeps the channel count, as in the Keras
 DenseNet it builds on), bias-free convolutions before batch-norm, and a stem of ``c0 = K / |G| + 1`` group
 channels: with ``c0 = K / |G|`` P4M-DenseNet M falls 13 % short of 19K, and the Keras default
-``c0 = 2 K / |G|`` overshoots every model by 37-47 %. ``tests/test_models.py`` checks the table.
+``c0 = 2 K / |G|`` overshoots every model, by 22-47 %. ``tests/test_models.py`` checks the table.
 """
 
 import torch
