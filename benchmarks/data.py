@@ -9,8 +9,9 @@ Measured here, in this order, on this machine:
    uint8 patches written with :func:`equipath.data.write_pcam` (the reader does not look at pixel
    values; the file is read right after writing, so it is in the page cache);
 2. patches/s of the procedural generator (:func:`equipath.data.synthetic.synthetic_patch`, one process);
-3. patches/s of one p4m_densenet training step on the CPU (forward + backward + Adam, batch 64, the
-   paper's default model), median over ``--train-steps`` steps after a warm-up;
+3. patches/s of one p4m_densenet training step (forward + backward + Adam, batch 64, the paper's
+   default model) on ``--device`` (default: CUDA when present, else the CPU), median over
+   ``--train-steps`` steps after a warm-up;
 
 then the ratio loader / training per worker count; issue 4 asks for at least 5x.
 """
@@ -53,17 +54,19 @@ def generator_rate(count: int) -> float:
     return count / (time.perf_counter() - t0)
 
 
-def training_rate(steps: int) -> float:
-    model = create_model("p4m_densenet").train()
+def training_rate(steps: int, device: torch.device) -> float:
+    model = create_model("p4m_densenet").train().to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.BCEWithLogitsLoss()
-    x = torch.rand(BATCH, 3, 96, 96)
-    y = torch.randint(0, 2, (BATCH, 1)).float()
+    x = torch.rand(BATCH, 3, 96, 96, device=device)
+    y = torch.randint(0, 2, (BATCH, 1), device=device).float()
 
     def step():
         optimiser.zero_grad()
         loss_fn(model(x), y).backward()
         optimiser.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
 
     step()  # warm-up
     samples = []
@@ -80,7 +83,10 @@ def main():
     parser.add_argument("--batches", type=int, default=48, help="batches of 64 timed per loader")
     parser.add_argument("--generated", type=int, default=200, help="patches drawn by the generator")
     parser.add_argument("--train-steps", type=int, default=3, help="timed p4m_densenet training steps")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="where the training step runs (default: cuda when present, else cpu)")
     args = parser.parse_args()
+    device = torch.device(args.device)
     if args.patches < BATCH * (args.batches + 1):
         parser.error(f"--patches must be at least 64 * (--batches + 1) = {BATCH * (args.batches + 1)}")
 
@@ -95,13 +101,13 @@ def main():
         loaders = {f"{w} workers": loader_rate(plain, w, args.batches) for w in (0, 2, 4)}
         loaders["2 workers + D4"] = loader_rate(augmented, 2, args.batches)
     gen = generator_rate(args.generated)
-    train = training_rate(args.train_steps)
+    train = training_rate(args.train_steps, device)
 
     print(f"\n{'what':<34} {'patches/s':>10} {'x training':>11}")
     for name, rate in loaders.items():
         print(f"{'PCam h5 loader, ' + name:<34} {rate:>10.0f} {rate / train:>10.1f}x")
     print(f"{'synthetic generator, 1 process':<34} {gen:>10.1f} {gen / train:>10.2f}x")
-    print(f"{'p4m_densenet training (fwd+bwd+Adam)':<34} {train:>10.1f} {1:>10.1f}x")
+    print(f"{'p4m_densenet training, ' + device.type:<34} {train:>10.1f} {1:>10.1f}x")
     worst = min(loaders.values()) / train
     print(f"\nslowest loader / training = {worst:.1f}x (issue 4 asks >= 5x): {'PASS' if worst >= 5 else 'FAIL'}")
 
