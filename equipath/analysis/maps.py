@@ -1,0 +1,120 @@
+"""From a model's logits to probabilities on the input's pixel grid, the common ground of the analyses.
+
+Every analysis compares predictions of one model for transformed copies of an input, so it needs them on
+one grid and on one scale. :class:`ProbabilityMap` takes RGB images in [0, 1], applies the checkpoint's
+normalisation ``(x - mean) / std``, runs the model and returns the probability of ``class_index`` at every
+input pixel:
+
+- segmentation logits ``(B, K, H, W)``: ``softmax`` over ``K`` (``sigmoid`` when ``K = 1``);
+- a fully-convolutional classifier (``forward_dense``, ``output_stride`` s, ``receptive_field`` rf):
+  entry ``[i, j]`` of the dense logit map is the patch ``x[..., i*s : i*s+rf, j*s : j*s+rf]``; its
+  probability is painted on the ``s x s`` pixels at that patch's centre, and the ``(rf - s) / 2``-pixel
+  border that no patch centre covers is NaN;
+- any other classifier ``(B, K)``: one probability per image, painted on every pixel.
+
+The maps of the first two kinds are exactly as equivariant as the model: painting commutes with
+``rot90`` and flips whenever ``rf - s`` is even (the borders on both sides are equal).
+
+Example:
+    >>> import torch
+    >>> from equipath.models import create_model
+    >>> net = create_model("p4m_densenet", growth=8).eval()
+    >>> maps = ProbabilityMap(net)(torch.rand(1, 3, 128, 128))
+    >>> maps.shape, bool(maps[0, 40, 40].isfinite()), bool(maps[0, 0, 0].isnan())
+    (torch.Size([1, 128, 128]), True, True)
+"""
+
+import torch
+from torch import nn
+
+__all__ = ["ProbabilityMap", "normalize", "output_kind", "act"]
+
+
+def normalize(x: torch.Tensor, normalization: dict | None) -> torch.Tensor:
+    """``(x - mean) / std`` per channel of ``x`` ``(B, C, H, W)``; ``normalization`` is the checkpoint's
+    ``{"mean": [...], "std": [...]}`` or None (no change)."""
+    if normalization is None:
+        return x
+    mean = torch.as_tensor(normalization["mean"], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    std = torch.as_tensor(normalization["std"], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    if mean.shape[1] != x.shape[1] or std.shape[1] != x.shape[1]:
+        raise ValueError(f"normalization has {mean.shape[1]} means and {std.shape[1]} stds, "
+                         f"expected one per input channel ({x.shape[1]})")
+    return (x - mean) / std
+
+
+def output_kind(group, t: torch.Tensor) -> str:
+    """How ``group`` acts on ``t``, read from its shape: ``"group"`` for ``(B, C, |G|, H, W)``, ``"planar"``
+    for ``(B, C, H, W)`` and for ``(B, C, 1, H, W)`` (a z2 feature map: its orientation axis is trivial),
+    ``"other"`` for a group feature map of another group (e.g. p4 maps under p4m: no action is defined),
+    else ``"invariant"`` (logits)."""
+    if t.dim() == 5:
+        return "group" if t.shape[2] == group.order else ("planar" if t.shape[2] == 1 else "other")
+    if t.dim() == 4:
+        return "planar"
+    return "invariant"
+
+
+def act(group, t: torch.Tensor, g: int, kind: str) -> torch.Tensor:
+    """The action of element ``g`` on a tensor of ``kind``: ``T_g`` (planar), ``L_g`` (group) or none
+    (invariant); ``ValueError`` for ``"other"``."""
+    if kind == "planar":
+        return group.transform(t, g)
+    if kind == "group":
+        return group.transform_group(t, g)
+    if kind == "other":
+        raise ValueError(f"{group.name} does not act on a feature map of shape {tuple(t.shape)}")
+    return t
+
+
+class ProbabilityMap(nn.Module):
+    """Probability of ``class_index`` at every pixel of the input, NaN where the model predicts nothing.
+
+    Args:
+        model: a registered model (or any module with the same output conventions), in eval mode.
+        normalization: the checkpoint's ``{"mean", "std"}`` for RGB in [0, 1]. Defaults to None (none).
+        class_index: the class whose probability is mapped (ignored for one-logit models). Defaults to 1.
+
+    Shapes: ``(B, 3, H, W)`` in [0, 1] -> ``(B, H, W)``.
+
+    Example:
+        >>> import torch
+        >>> from equipath.models import create_model
+        >>> ProbabilityMap(create_model("densenet", growth=4).eval())(torch.rand(2, 3, 96, 96)).shape
+        torch.Size([2, 96, 96])
+    """
+
+    def __init__(self, model: nn.Module, normalization: dict | None = None, class_index: int = 1):
+        super().__init__()
+        self.model, self.normalization, self.class_index = model, normalization, class_index
+
+    def _probability(self, logits: torch.Tensor) -> torch.Tensor:
+        if logits.shape[1] == 1:
+            return torch.sigmoid(logits[:, 0])
+        if not 0 <= self.class_index < logits.shape[1]:
+            raise ValueError(f"ProbabilityMap: class_index {self.class_index} is not one of the model's "
+                             f"{logits.shape[1]} classes")
+        return torch.softmax(logits, 1)[:, self.class_index]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"ProbabilityMap: expected RGB images (B, 3, H, W) in [0, 1], got {tuple(x.shape)}")
+        B, _, H, W = x.shape
+        z = normalize(x, self.normalization)
+        if hasattr(self.model, "forward_dense"):
+            p = self._probability(self.model.forward_dense(z))  # (B, h, w)
+            s, rf = self.model.output_stride, self.model.receptive_field
+            h, w = p.shape[-2:]
+            top = (rf - s) // 2
+            out = p.new_full((B, H, W), float("nan"))
+            out[:, top:top + h * s, top:top + w * s] = p.repeat_interleave(s, 1).repeat_interleave(s, 2)
+            return out
+        logits = self.model(z)
+        if logits.dim() == 4:
+            if logits.shape[-2:] != (H, W):
+                raise ValueError(f"ProbabilityMap: the model maps {H}x{W} inputs to {tuple(logits.shape)}, "
+                                 f"expected logits of spatial size {H}x{W}")
+            return self._probability(logits)
+        if logits.dim() != 2:
+            raise ValueError(f"ProbabilityMap: expected logits (B, K) or (B, K, H, W), got {tuple(logits.shape)}")
+        return self._probability(logits)[:, None, None].expand(B, H, W).clone()

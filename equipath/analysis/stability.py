@@ -1,0 +1,228 @@
+"""Rotation stability of predictions (seed 000 Fig. 3, seed 001 Fig. 2, seed 004 Figure 1).
+
+A region ``x`` is predicted under a set of transformations ``R``, each prediction is transformed back to
+the original orientation, and the per-pixel mean and standard deviation over ``R`` are mapped:
+
+    mean(p) = 1/|R| sum_R R^-1 f(R x),    std(p) = sqrt(1/|R| sum_R (R^-1 f(R x) - mean(p))^2)
+
+with ``f`` the model's :class:`~equipath.analysis.maps.ProbabilityMap`. Two sets are used:
+
+- ``rotations(32)``: 32 evenly spaced angles in [0, 90) degrees, ``k * 90 / 32``, applied by bilinear
+  resampling (``affine_grid`` / ``grid_sample``) about the image centre with reflected borders; these lie
+  outside the groups, so no model is exactly stable under them. Statistics are taken inside the disc
+  inscribed in the region, which every rotation maps into the image;
+- the 8 roto-reflections of ``p4m``, applied exactly by :mod:`equipath.groups`. A ``p4m``-equivariant
+  model has std 0 up to float rounding; a model that is not (a baseline) does not.
+
+The summary number of a model is the mean of ``std`` over tissue (HSV filter of
+:func:`equipath.wsi.tissue.tissue_mask`) inside the valid region.
+
+Example:
+    >>> import torch
+    >>> from equipath.models import create_model
+    >>> from equipath.analysis.maps import ProbabilityMap
+    >>> net = ProbabilityMap(create_model("p4m_densenet", growth=8, stem=1).eval())
+    >>> result = group_stability(net, torch.rand(3, 128, 128))
+    >>> result.mean.shape, result.summary < 1e-5
+    (torch.Size([128, 128]), True)
+"""
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+from tqdm.auto import tqdm
+
+from equipath.analysis.io import SYNTHETIC_LABEL
+from equipath.groups import get_group
+from equipath.wsi.tissue import TissueOptions, tissue_mask
+
+__all__ = ["StabilityResult", "rotate", "rotation_angles", "rotation_stability", "group_stability", "image_tissue",
+           "stability_figure"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StabilityResult:
+    """Mean and standard deviation maps of one model's predictions over a set of transformations.
+
+    Attributes:
+        transforms: ``"rotations"`` (sub-90-degree) or the group name (``"p4m"``).
+        count: number of transformations.
+        mean, std: ``(H, W)`` maps, NaN outside ``valid``.
+        valid: ``(H, W)`` bool, pixels predicted under every transformation (inside the inscribed disc
+            for rotations).
+        tissue: ``(H, W)`` bool, the tissue mask the summary averages over (all True when none is given).
+        summary: mean of ``std`` over ``valid & tissue`` (NaN when that is empty).
+    """
+
+    transforms: str
+    count: int
+    mean: torch.Tensor
+    std: torch.Tensor
+    valid: torch.Tensor
+    tissue: torch.Tensor
+    summary: float
+
+
+def rotation_angles(n: int = 32) -> list[float]:
+    """``n`` evenly spaced angles in degrees in [0, 90): ``k * 90 / n``."""
+    if n < 1:
+        raise ValueError(f"rotation_angles: expected a positive number of rotations, got {n}")
+    return [k * 90.0 / n for k in range(n)]
+
+
+def rotate(x: torch.Tensor, angle: float, padding_mode: str = "reflection", mode: str = "bilinear") -> torch.Tensor:
+    """Rotate square images ``(B, C, H, H)`` counter-clockwise by ``angle`` degrees about their centre,
+    the sense of ``rot90`` in :mod:`equipath.groups` (``rotate(x, 90)`` equals ``T_(1, 0) x`` up to
+    interpolation rounding). Pixels are resampled by ``grid_sample`` (``align_corners=False``); those
+    that fall outside are filled by ``padding_mode`` (``"reflection"``, ``"zeros"`` or ``"border"``)."""
+    if x.dim() != 4 or x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"rotate: expected square images (B, C, H, H), got {tuple(x.shape)}")
+    theta = math.radians(angle)
+    c, s = math.cos(theta), math.sin(theta)
+    # output pixel (u, v) (grid x = column, y = row, in [-1, 1]) samples the input at the point rotated back
+    matrix = torch.tensor([[c, -s, 0.0], [s, c, 0.0]], dtype=x.dtype, device=x.device)
+    grid = F.affine_grid(matrix.expand(x.shape[0], 2, 3), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode=mode, padding_mode=padding_mode, align_corners=False)
+
+
+def image_tissue(image: torch.Tensor, options: TissueOptions = TissueOptions()) -> torch.Tensor:
+    """Tissue mask ``(H, W)`` bool of an RGB image ``(3, H, W)`` in [0, 1] (seed 000's HSV filter)."""
+    rgb = (image.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return torch.from_numpy(tissue_mask(np.ascontiguousarray(rgb), options))
+
+
+def _check_image(image: torch.Tensor, tissue) -> torch.Tensor:
+    if image.dim() != 3 or image.shape[0] != 3 or image.shape[1] != image.shape[2]:
+        raise ValueError(f"stability: expected one square RGB image (3, H, H) in [0, 1], got {tuple(image.shape)}")
+    if tissue is not None and tuple(tissue.shape) != tuple(image.shape[1:]):
+        raise ValueError(f"stability: tissue mask of shape {tuple(tissue.shape)} does not match the image "
+                         f"{tuple(image.shape[1:])}")
+    return image
+
+
+def _predict(predictor, batch: torch.Tensor, batch_size: int) -> torch.Tensor:
+    return torch.cat([predictor(batch[i:i + batch_size]) for i in range(0, len(batch), batch_size)])
+
+
+def _result(transforms: str, back: torch.Tensor, valid: torch.Tensor, tissue) -> StabilityResult:
+    """``back``: ``(|R|, H, W)`` predictions in the original orientation, NaN where undefined."""
+    valid = valid & back.isfinite().all(0)
+    filled = torch.where(valid, back, torch.zeros_like(back)).double()
+    mean = filled.mean(0)
+    std = (filled - mean).pow(2).mean(0).sqrt()
+    nan = torch.tensor(float("nan"), dtype=mean.dtype)
+    tissue = torch.ones_like(valid) if tissue is None else tissue.to(valid.device).bool()
+    region = valid & tissue
+    summary = float(std[region].mean()) if region.any() else math.nan
+    return StabilityResult(transforms, len(back), torch.where(valid, mean, nan).cpu(),
+                           torch.where(valid, std, nan).cpu(), valid.cpu(), tissue.cpu(), summary)
+
+
+@torch.no_grad()
+def group_stability(predictor, image: torch.Tensor, group="p4m", tissue: torch.Tensor | None = None,
+                    batch_size: int = 8) -> StabilityResult:
+    """Mean and std of ``T_g^-1 predictor(T_g image)`` over every element ``g`` of ``group``.
+
+    Args:
+        predictor: maps ``(B, 3, H, W)`` in [0, 1] to ``(B, H, W)`` probabilities (a ``ProbabilityMap``).
+        image: ``(3, H, H)`` RGB in [0, 1].
+        group: Defaults to ``"p4m"`` (the 8 roto-reflections).
+        tissue: ``(H, H)`` bool mask the summary averages over. Defaults to None (every valid pixel).
+        batch_size: images per forward pass. Defaults to 8.
+    """
+    group = get_group(group)
+    image = _check_image(image, tissue)
+    batch = torch.stack([group.transform(image, g) for g in range(group.order)])  # (|G|, 3, H, H)
+    preds = _predict(predictor, batch, batch_size)  # (|G|, H, H)
+    back = torch.stack([group.transform(preds[g], group.inverse[g]) for g in range(group.order)])
+    return _result(group.name, back, torch.ones(image.shape[1:], dtype=torch.bool, device=back.device), tissue)
+
+
+@torch.no_grad()
+def rotation_stability(predictor, image: torch.Tensor, n: int = 32, tissue: torch.Tensor | None = None,
+                       batch_size: int = 8, padding_mode: str = "reflection", progress: bool = False) -> StabilityResult:
+    """Mean and std of ``R_-a predictor(R_a image)`` over the angles ``a`` of :func:`rotation_angles`.
+
+    Args:
+        predictor: maps ``(B, 3, H, W)`` in [0, 1] to ``(B, H, W)`` probabilities (a ``ProbabilityMap``).
+        image: ``(3, H, H)`` RGB in [0, 1].
+        n: number of rotations in [0, 90) degrees. Defaults to 32 (seed 000 Fig. 3).
+        tissue: ``(H, H)`` bool mask the summary averages over. Defaults to None (every valid pixel).
+        batch_size: images per forward pass. Defaults to 8.
+        padding_mode: how the rotated input is filled beyond the image. Defaults to ``"reflection"``.
+        progress: show a progress bar. Defaults to False.
+    """
+    image = _check_image(image, tissue)
+    angles = rotation_angles(n)
+    size = image.shape[-1]
+    backs = []
+    for start in tqdm(range(0, n, batch_size), desc="rotations", disable=not progress, leave=False):
+        chunk = angles[start:start + batch_size]
+        batch = torch.cat([rotate(image[None], a, padding_mode) for a in chunk])  # (b, 3, H, H)
+        preds = predictor(batch)  # (b, H, H)
+        for a, p in zip(chunk, preds):
+            backs.append(rotate(p[None, None], -a, "zeros")[0, 0])
+    back = torch.stack(backs)  # (n, H, H), NaN spreads to every pixel an undefined one touches
+    centre = (size - 1) / 2
+    r = torch.arange(size, dtype=torch.float64) - centre
+    disc = (r[:, None] ** 2 + r[None, :] ** 2) <= (size / 2 - 1) ** 2
+    log.debug("rotation stability over %d angles, disc of %d pixels", n, int(disc.sum()))
+    return _result("rotations", back, disc.to(back.device), tissue)
+
+
+def _percentile(results, q: float) -> float:
+    values = torch.cat([r.std[r.valid].flatten() for r in results]) if results else torch.zeros(1)
+    return max(float(torch.quantile(values.float(), q)) if values.numel() else 0.0, 1e-6)
+
+
+def _colorbar(fig, im, ax) -> None:
+    bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+    bar.ax.tick_params(labelsize=6)
+    bar.formatter.set_powerlimits((-2, 2))
+    bar.ax.yaxis.get_offset_text().set_fontsize(6)
+
+
+def stability_figure(image: torch.Tensor, results: dict, synthetic: bool, title: str = "") -> Figure:
+    """Side-by-side stability maps, one row per model: the region (tissue outlined), then mean and std
+    for each set of transformations. The std colour scale is shared by all models of a column, so a
+    model that is stable looks flat next to one that is not.
+
+    Args:
+        image: ``(3, H, H)`` RGB in [0, 1].
+        results: ``{model name: [StabilityResult, ...]}``, the same transformation sets in the same order.
+        synthetic: label the figure "SYNTHETIC DATA".
+        title: prefix of the figure title. Defaults to none.
+    """
+    names = list(results)
+    sets = [r.transforms for r in results[names[0]]]
+    vmax = [_percentile([results[n][j] for n in names], 0.99) for j in range(len(sets))]
+    cols = 1 + 2 * len(sets)
+    fig = Figure(figsize=(2.6 * cols, 2.6 * len(names) + 0.6))
+    axes = fig.subplots(len(names), cols, squeeze=False)
+    rgb = image.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+    for i, name in enumerate(names):
+        ax = axes[i, 0]
+        ax.imshow(rgb)
+        ax.contour(results[name][0].tissue.numpy().astype(float), levels=[0.5], colors="lime", linewidths=0.6)
+        ax.set_title(f"{name}\nregion (tissue outlined)", fontsize=8)
+        for j, r in enumerate(results[name]):
+            what = f"{r.count} rotations in [0, 90)" if r.transforms == "rotations" else f"{r.count} {r.transforms} elements"
+            im = axes[i, 1 + 2 * j].imshow(r.mean.numpy(), vmin=0, vmax=1, cmap="viridis")
+            axes[i, 1 + 2 * j].set_title(f"mean, {what}", fontsize=8)
+            _colorbar(fig, im, axes[i, 1 + 2 * j])
+            im = axes[i, 2 + 2 * j].imshow(r.std.numpy(), vmin=0, vmax=vmax[j], cmap="magma")
+            axes[i, 2 + 2 * j].set_title(f"std, {what}\nmean std over tissue {r.summary:.2e}", fontsize=8)
+            _colorbar(fig, im, axes[i, 2 + 2 * j])
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    label = f"{title} " if title else ""
+    fig.suptitle(f"{label}prediction stability{' - ' + SYNTHETIC_LABEL if synthetic else ''}", fontsize=10)
+    return fig
