@@ -15,6 +15,7 @@ A checkpoint is a dict of tensors and plain Python values:
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -84,7 +85,9 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols before failing on a foreign file
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
         raise ValueError(f"checkpoint {path} could not be read as an equipath checkpoint ({exc.__class__.__name__})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state:

@@ -28,6 +28,15 @@ def test_auc_with_ties_hand_computed():
     assert out["auc"] == pytest.approx(0.875)
 
 
+def test_auc_matches_scikit_learn():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 300)
+    logits = np.round(rng.normal(labels, 1.0), 1)  # rounded: many ties
+    assert classification_metrics(logits, labels)["auc"] == pytest.approx(roc_auc_score(labels, logits), abs=1e-12)
+
+
 def test_nll_is_stable_for_large_logits():
     out = classification_metrics(np.array([1000.0, -1000.0]), np.array([0.0, 0.0]))
     assert out["nll"] == pytest.approx(500.0)  # (1000 + 0) / 2

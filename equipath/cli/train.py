@@ -7,6 +7,7 @@ Every key of the config can be set or overridden by a flag, nested keys with dot
 import argparse
 import dataclasses
 import re
+import types
 import typing
 from pathlib import Path
 
@@ -41,12 +42,11 @@ def load_yaml(text: str, source: str):
 def _override_value(key: str, text: str):
     """The value of ``--key text``: raw text for string keys, YAML for the rest (a comma list for lists)."""
     tp = dict if key.startswith("model_kwargs.") else field_type(TrainConfig, key)
-    args = set(typing.get_args(tp)) | {tp}
-    if str in args and text not in ("null", "~"):
+    members = typing.get_args(tp) if isinstance(tp, types.UnionType) else (tp,)
+    if str in members and text not in ("null", "~"):
         return text
-    if typing.get_origin(tp) is tuple or any(typing.get_origin(a) is tuple for a in args):
-        if not text.lstrip().startswith("["):
-            return [load_yaml(part, f"--{key}") for part in text.split(",") if part.strip()]
+    if any(typing.get_origin(m) is tuple for m in members) and not text.lstrip().startswith("["):
+        return [load_yaml(part, f"--{key}") for part in text.split(",") if part.strip()]
     return load_yaml(text, f"--{key}")
 
 

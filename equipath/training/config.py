@@ -181,7 +181,7 @@ def _describe(tp) -> str:
     if origin is tuple:
         args = typing.get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:
-            return f"a list of {_describe(args[0])}"
+            return f"a list, each {_describe(args[0])}"
         return f"a list of {len(args)} numbers"
     if tp is type(None):
         return "null"

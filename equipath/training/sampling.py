@@ -8,6 +8,8 @@ Example:
     >>> batches = EpochBatches(n=10, batch_size=4, batches_per_epoch=3, seed=0, epoch=0)
     >>> [len(b) for b in batches], len(batches)
     ([4, 4, 4], 3)
+    >>> len(EpochBatches(n=10, batch_size=4, batches_per_epoch=None, seed=0, epoch=0))  # one pass, full batches
+    2
     >>> list(batches) == list(EpochBatches(10, 4, 3, seed=0, epoch=0))
     True
 """
@@ -43,9 +45,10 @@ def seed_worker(worker_id: int) -> None:
 class EpochBatches:
     """The batches of one epoch for one rank: ``batches_per_epoch`` batches of ``batch_size`` indices
     drawn without replacement from a seeded random order of ``range(n)`` (a new order each time the data
-    run out), or one pass over the data when ``batches_per_epoch`` is None (the last batch may be short; with
-    several processes it is dropped, so that every rank takes the same number of steps). Under data
-    parallelism every rank draws the same global batches and keeps its contiguous share.
+    run out), or one pass over the data when ``batches_per_epoch`` is None (``n // batch_size`` full
+    batches: a short last batch is dropped, as it would change the batch-norm statistics and would leave
+    ranks with unequal steps). Under data parallelism every rank draws the same global batches and keeps
+    its contiguous share.
 
     Args:
         n: data set size. batch_size: global batch size (divisible by ``world_size``).
@@ -60,26 +63,22 @@ class EpochBatches:
             raise ValueError("EpochBatches: the data set is empty")
         if batch_size % world_size:
             raise ValueError(f"batch size {batch_size} must be divisible by the number of processes {world_size}")
-        if batches_per_epoch is None and world_size > 1 and n < batch_size:
-            raise ValueError(f"{n} items make no full batch of {batch_size} to share over {world_size} processes")
+        if batches_per_epoch is None and n < batch_size:
+            raise ValueError(f"{n} training items make no full batch of {batch_size}")
         self.n, self.batch_size, self.batches_per_epoch = n, batch_size, batches_per_epoch
         self.seed, self.epoch, self.rank, self.world_size = seed, epoch, rank, world_size
 
     def __len__(self) -> int:
-        if self.batches_per_epoch is not None:
-            return self.batches_per_epoch
-        if self.world_size > 1:  # every rank must take the same number of steps: drop a short last batch
-            return self.n // self.batch_size
-        return -(-self.n // self.batch_size)
+        return self.batches_per_epoch if self.batches_per_epoch is not None else self.n // self.batch_size
 
     def __iter__(self):
         rng = np.random.default_rng(epoch_seed(self.seed, self.epoch))
-        total = self.n if self.batches_per_epoch is None and self.world_size == 1 else len(self) * self.batch_size
+        total = len(self) * self.batch_size
         order = np.concatenate([rng.permutation(self.n) for _ in range(-(-total // self.n))])[:total]
         share = self.batch_size // self.world_size
         for start in range(0, total, self.batch_size):
             batch = order[start:start + self.batch_size]
-            yield batch[self.rank * share:(self.rank + 1) * share].tolist() if self.world_size > 1 else batch.tolist()
+            yield batch[self.rank * share:(self.rank + 1) * share].tolist()
 
 
 def fixed_sample(n: int, size: int | None, seed: int) -> np.ndarray:
