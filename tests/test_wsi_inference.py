@@ -9,7 +9,7 @@ import torch
 
 from equipath.groups import get_group
 from equipath.models import create_model
-from equipath.wsi.inference import Grid, predict_dense, predict_patches, tissue_cells
+from equipath.wsi.inference import Grid, plan_tiles, predict_dense, predict_patches, tissue_cells
 from equipath.wsi.reader import SlideView, open_slide
 from equipath.wsi.tissue import TissueOptions, tissue_mask
 
@@ -80,6 +80,22 @@ def test_resampled_view_and_on_disk_map(tmp_path):
     assert isinstance(prob, np.memmap)
     np.testing.assert_allclose(prob[positions[:, 0], positions[:, 1]], reference, atol=1e-4)
     np.testing.assert_array_equal(np.load(tmp_path / "map.npy"), prob)
+
+
+def test_tiles_cover_the_tissue_once_and_follow_it():
+    rng = np.random.default_rng(3)
+    cells = np.zeros((37, 45), bool)
+    cells[3:20, 2:9] = True  # a block
+    cells[25:27, 5:44] = True  # a long thin strand
+    cells[rng.integers(0, 37, 30), rng.integers(0, 45, 30)] = True  # specks
+    tiles = plan_tiles(cells, 8)
+    cover = np.zeros(cells.shape, int)
+    for i, j, h, w in tiles:
+        assert 1 <= h <= 8 and 1 <= w <= 8
+        cover[i:i + h, j:j + w] += 1
+    assert cover.max() == 1 and (cover[cells] == 1).all()
+    lattice = sum(cells[i:i + 8, j:j + 8].any() for i in range(0, 37, 8) for j in range(0, 45, 8)) * 64
+    assert sum(h * w for _, _, h, w in tiles) < lattice
 
 
 def test_grid_geometry_maps_cells_to_level0():

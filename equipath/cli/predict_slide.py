@@ -35,7 +35,7 @@ def register(subparsers) -> None:
     p.add_argument("--value", type=float, default=0.1, help="tissue: minimum blurred HSV value (default 0.1)")
     p.add_argument("--tissue-mpp", type=float, default=8.0, help="resolution of the tissue mask (default 8.0)")
     p.add_argument("--tile-cells", type=int, default=16, help="output cells per tile side (default 16)")
-    p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default 4)")
+    p.add_argument("--batch-size", type=int, default=2, help="tiles per forward pass (default 2)")
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast (default: on for CUDA, off on the CPU)")

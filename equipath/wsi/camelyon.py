@@ -7,8 +7,12 @@ resolution and maximum probability). Ground truth: ``GT/{slide}.xml`` (ASAP), or
 An ASAP file needs the slide's size: from ``slide.json``, or from the slide itself in ``slides_dir``.
 
 Example:
-    >>> # hits = collect_hits("out/", "lesion_annotations/", slides_dir="slides/")
-    >>> # report = evaluate_froc(hits)
+    >>> import tempfile, pathlib
+    >>> from equipath.wsi.detection import write_detections_csv
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = write_detections_csv(root / "normal_001.csv", [0.25], [100], [200])
+    >>> [(h.name, h.is_tumour, h.fp_probs.tolist()) for h in collect_hits(root)]
+    [('normal_001', False, [0.25])]
 """
 
 import json

@@ -18,7 +18,7 @@ false positives per slide, linearly interpolated. Confidence intervals resample 
 
 Example:
     >>> import numpy as np
-    >>> truth = np.zeros((40, 40), bool); truth[10:30, 10:30] = True      # one 20-pixel lesion
+    >>> truth = np.zeros((60, 60), bool); truth[10:50, 10:50] = True   # one lesion, 40 px = 311 um
     >>> gt = GroundTruth.from_tumour_mask(truth, downsample=32, mask_mpp=0.243 * 32)
     >>> hit = evaluate_slide(np.array([0.9, 0.4]), np.array([640, 50]), np.array([640, 50]), gt)
     >>> hit.tp_probs.tolist(), hit.fp_probs.tolist(), hit.n_lesions

@@ -6,15 +6,15 @@ A patch classifier with receptive field ``rf`` and output stride ``s`` (``model.
 // 2``, so the cell's centre ``s x s`` block ``[j * s, (j + 1) * s) x [i * s, (i + 1) * s)`` is the patch
 centre (PCam's label region for rf = 96, s = 32). The grid covers the view: ``ceil(H / s) x ceil(W / s)``.
 
-Instead of classifying every patch, the slide is cut into tiles of ``T x T`` cells. A tile's input is
-``(T - 1) * s + rf`` pixels wide: neighbouring tiles overlap by exactly ``rf - s`` pixels, what the
-receptive field needs, and ``model.forward_dense`` turns it into the ``T x T`` logits of all its patches
-at once, so
+Instead of classifying every patch, the tissue is covered by tiles of at most ``T x T`` cells fitted
+to it (:func:`plan_tiles`). A tile of ``h x w`` cells reads ``((h - 1) * s + rf) x ((w - 1) * s + rf)``
+pixels: neighbouring tiles overlap by exactly ``rf - s`` pixels, what the receptive field needs, and
+``model.forward_dense`` turns it into the ``h x w`` logits of all its patches at once, so
 
     P[i, j] = sigmoid(forward(x[..., i*s - pad : i*s - pad + rf, j*s - pad : j*s - pad + rf]))
 
 for every cell, equal to patch-by-patch prediction (:func:`predict_patches`) up to float rounding. Only
-tiles holding tissue are read and run; the map is 0 elsewhere. Tiles are read ahead in threads while the
+tissue is read and run; the map is 0 elsewhere. Tiles are read ahead in threads while the
 model runs, batched, and written into a map that lives on disk (``.npy`` memmap) when an ``out`` path is
 given, so memory is bounded by the batch whatever the slide size. A CUDA device runs under bf16 autocast.
 
@@ -24,9 +24,15 @@ With ``tta=True`` each tile is also run under the 8 elements of D4 (``p4m``, thr
 
 Example:
     >>> import numpy as np
+    >>> from equipath.models import create_model
     >>> from equipath.wsi.reader import open_slide, SlideView
-    >>> # model = load_model("model.pt")[0]; view = SlideView.at(open_slide("slide.svs"), mpp=0.972)
-    >>> # grid = Grid.for_view(view, model); prob = predict_dense(model, view, grid, cells=None)
+    >>> model = create_model("p4m_densenet", growth=8).eval()
+    >>> view = SlideView.at(open_slide(np.full((150, 200, 3), 128, np.uint8)))
+    >>> grid = Grid.for_view(view, model)
+    >>> prob = predict_dense(model, view, grid, tile_cells=4, progress=False)
+    >>> patch = predict_patches(model, view, grid, np.array([[2, 3]]), progress=False)
+    >>> grid.shape, prob.shape, bool(abs(prob[2, 3] - patch[0]) < 1e-4)
+    ((5, 7), (5, 7), True)
 """
 
 import logging
@@ -45,7 +51,7 @@ from equipath.groups import get_group
 from equipath.wsi.reader import SlideView
 from equipath.wsi.tissue import TissueOptions, tissue_mask
 
-__all__ = ["Grid", "tissue_cells", "predict_dense", "predict_patches", "check_dense_model"]
+__all__ = ["Grid", "tissue_cells", "plan_tiles", "predict_dense", "predict_patches", "check_dense_model"]
 
 log = logging.getLogger(__name__)
 
@@ -167,8 +173,29 @@ def _prefetched(jobs, read, workers: int, depth: int):
             yield done_job, future.result()
 
 
+def plan_tiles(cells: np.ndarray, tile_cells: int) -> list[tuple[int, int, int, int]]:
+    """Tiles ``(i, j, h, w)`` (in cells, ``h, w <= tile_cells``) that cover every True cell of ``cells``.
+
+    Bands of ``tile_cells`` rows are cut into runs of columns holding tissue (runs closer than 3 cells are
+    merged: a gap of 1 or 2 cells costs less than a tile border), and each run into equal pieces, so
+    tiles follow the tissue instead of a fixed lattice and little glass is computed.
+    """
+    rows, _ = cells.shape
+    tiles = []
+    for i in range(0, rows, tile_cells):
+        h = min(tile_cells, rows - i)
+        band = np.flatnonzero(cells[i:i + h].any(axis=0))
+        if not len(band):
+            continue
+        for run in np.split(band, np.flatnonzero(np.diff(band) > 3) + 1):
+            length = int(run[-1] + 1 - run[0])
+            width = -(-length // -(-length // tile_cells))  # equal pieces of at most tile_cells
+            tiles += [(i, int(j), h, min(width, int(run[-1]) + 1 - int(j))) for j in range(run[0], run[-1] + 1, width)]
+    return tiles
+
+
 def predict_dense(model, view: SlideView, grid: Grid, cells: np.ndarray | None = None, *,
-                  normalization: dict | None = None, tile_cells: int = 16, batch_size: int = 4,
+                  normalization: dict | None = None, tile_cells: int = 16, batch_size: int = 2,
                   device=None, amp: bool | None = None, tta: bool = False, out: str | Path | None = None,
                   read_workers: int = 2, progress: bool = True) -> np.ndarray:
     """Tumour probability of every tissue cell of ``grid`` by tiled fully-convolutional inference.
@@ -177,12 +204,13 @@ def predict_dense(model, view: SlideView, grid: Grid, cells: np.ndarray | None =
         model: a patch classifier with ``forward_dense`` (e.g. ``p4m_densenet``), returning logits.
         view: the slide at the model's resolution.
         grid: ``Grid.for_view(view, model)``.
-        cells: ``(rows, cols)`` bool, the cells to predict (tissue); tiles without any are skipped.
+        cells: ``(rows, cols)`` bool, the cells to predict (tissue); see :func:`plan_tiles`.
             Defaults to None (every cell).
         normalization: ``{"mean": [r, g, b], "std": [r, g, b]}`` for RGB in [0, 1] (the checkpoint's).
             Defaults to None (no normalisation).
-        tile_cells: ``T``, cells per tile side; the tile input is ``(T - 1) * s + rf`` pixels. Defaults to 16.
-        batch_size: tiles per forward pass. Defaults to 4.
+        tile_cells: ``T``, the largest tile side in cells; a ``h x w``-cell tile reads
+            ``((h - 1) * s + rf) x ((w - 1) * s + rf)`` pixels. Defaults to 16.
+        batch_size: tiles of the same shape per forward pass. Defaults to 2.
         device: torch device. Defaults to CUDA when available, else the CPU.
         amp: bf16 autocast. Defaults to True on CUDA, False on the CPU.
         tta: average over the 8 D4 transforms of every tile. Defaults to False.
@@ -194,39 +222,43 @@ def predict_dense(model, view: SlideView, grid: Grid, cells: np.ndarray | None =
         ``(rows, cols) float32`` probabilities (0 outside ``cells``), a memmap when ``out`` is given.
     """
     check_dense_model(model)
-    rows, cols = grid.shape
     if cells is None:
         cells = np.ones(grid.shape, dtype=bool)
     if cells.shape != grid.shape:
         raise ValueError(f"predict_dense: cells must have the grid's shape {grid.shape}, got {cells.shape}")
     if tile_cells < 1 or batch_size < 1:
         raise ValueError(f"predict_dense: tile_cells and batch_size must be >= 1, got {tile_cells}, {batch_size}")
-    T, s, rf = tile_cells, grid.stride, grid.receptive_field
-    size = (T - 1) * s + rf
-    if tuple(model.dense_output_size(size, size)) != (T, T):
-        raise ValueError(f"predict_dense: a {size}x{size} tile gives {model.dense_output_size(size, size)} outputs, "
-                         f"expected ({T}, {T}) for output stride {s} and receptive field {rf}")
+    s, rf = grid.stride, grid.receptive_field
+    tiles = plan_tiles(cells, tile_cells)
+    by_shape = {}
+    for tile in tiles:
+        by_shape.setdefault(tile[2:], []).append(tile)
+    for h, w in by_shape:
+        H, W = (h - 1) * s + rf, (w - 1) * s + rf
+        if tuple(model.dense_output_size(H, W)) != (h, w):
+            raise ValueError(f"predict_dense: a {H}x{W} tile gives {model.dense_output_size(H, W)} outputs, "
+                             f"expected ({h}, {w}) for output stride {s} and receptive field {rf}")
+    batches = [group[k:k + batch_size] for group in by_shape.values() for k in range(0, len(group), batch_size)]
     if out is None:
         prob = np.zeros(grid.shape, dtype=np.float32)
     else:
         prob = np.lib.format.open_memmap(Path(out), mode="w+", dtype=np.float32, shape=grid.shape)
-    tiles = [(ti, tj) for ti in range(0, rows, T) for tj in range(0, cols, T) if cells[ti:ti + T, tj:tj + T].any()]
-    batches = [tiles[k:k + batch_size] for k in range(0, len(tiles), batch_size)]
-    log.info("%d of %d tiles hold tissue (%d cells of %d, tile %d px, %s)", len(tiles),
-             math.ceil(rows / T) * math.ceil(cols / T), int(cells.sum()), rows * cols, size,
-             "with D4 TTA" if tta else "no TTA")
+    read_px = sum(((h - 1) * s + rf) * ((w - 1) * s + rf) for _, _, h, w in tiles)
+    log.info("%d tiles over %d of %d cells (%.2f Mpx read, %s)", len(tiles), int(cells.sum()), cells.size,
+             read_px / 1e6, "with D4 TTA" if tta else "no TTA")
     runner = _Runner(model, normalization, device, amp, tta)
 
     def read(batch):
-        return np.stack([view.read(*grid.patch_origin(ti, tj), size, size) for ti, tj in batch])
+        return np.stack([view.read(*grid.patch_origin(i, j), (w - 1) * s + rf, (h - 1) * s + rf)
+                         for i, j, h, w in batch])
 
     bar = tqdm(total=len(tiles), desc="tiles", unit="tile", disable=not progress)
     for batch, pixels in _prefetched(batches, read, read_workers, depth=read_workers + 1):
-        p = runner.probabilities(pixels, dense=True)  # (B, T, T)
-        for (ti, tj), tile in zip(batch, p):
-            h, w = min(T, rows - ti), min(T, cols - tj)
-            keep = cells[ti:ti + h, tj:tj + w]
-            prob[ti:ti + h, tj:tj + w] = np.where(keep, tile[:h, :w], 0.0)
+        p = runner.probabilities(pixels, dense=True)  # (B, h, w)
+        for (i, j, h, w), tile in zip(batch, p):
+            h, w = min(h, grid.shape[0] - i), min(w, grid.shape[1] - j)
+            keep = cells[i:i + h, j:j + w]
+            prob[i:i + h, j:j + w] = np.where(keep, tile[:h, :w], prob[i:i + h, j:j + w])
         bar.update(len(batch))
     bar.close()
     if out is not None:

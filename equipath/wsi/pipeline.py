@@ -12,28 +12,35 @@
 | ``detections.csv`` | Camelyon16 ``prob,X,Y`` (level 0) from square NMS |
 | ``slide.json`` | geometry (level-0 cell size), model, options, timings, warnings; written last |
 
-Example:
-    >>> # model, checkpoint = equipath.checkpoint.load_model("model.pt")
-    >>> # predict_slide("slide.svs", "out/slide", model, checkpoint, PredictOptions(mpp=0.972))
+Example (a checkpoint gives ``model, checkpoint = equipath.checkpoint.load_model(path)``):
+    >>> import numpy as np, tempfile
+    >>> from equipath.models import create_model
+    >>> model = create_model("p4m_densenet", growth=8).eval()
+    >>> image = np.full((200, 260, 3), 240, np.uint8); image[50:150, 60:200] = (200, 120, 190)
+    >>> summary = predict_slide(image, tempfile.mkdtemp(), model, {}, PredictOptions(mpp=None, progress=False))
+    >>> summary["grid"]["shape"], summary["tissue_cells"] > 0
+    ([7, 9], True)
 """
 
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from equipath.checkpoint import load_model
-
 from equipath.wsi.detection import square_nms, write_detections_csv
 from equipath.wsi.inference import Grid, check_dense_model, predict_dense, tissue_cells
-from equipath.wsi.outputs import (write_geojson, write_heatmap_png, write_json, write_png, write_pyramidal_tiff)
+from equipath.wsi.outputs import write_geojson, write_heatmap_png, write_json, write_png, write_pyramidal_tiff
 from equipath.wsi.reader import SlideView, open_slide
 from equipath.wsi.tissue import TissueOptions, overlay_mask
 
-__all__ = ["PredictOptions", "PredictJob", "predict_slide", "trained_on_synthetic", "OUTPUT_FILES"]
+__all__ = ["PredictOptions", "PredictJob", "predict_slide", "trained_on_synthetic", "default_device",
+           "OUTPUT_FILES"]
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +59,8 @@ class PredictOptions:
         backend: slide backend (``auto``, ``openslide``, ``tiffslide``, ``image``). Defaults to ``auto``.
         tissue: tissue detection options. Defaults to ``TissueOptions()``.
         tile_cells, batch_size, device, amp, tta, read_workers: as in
-            :func:`~equipath.wsi.inference.predict_dense`. Defaults to 16, 4, None, None, False, 2.
+            :func:`~equipath.wsi.inference.predict_dense`. Defaults to 16, 2, None, None, False, 2; device None
+            is :func:`default_device` (one GPU per ``torchrun`` rank).
         threshold: probability of GeoJSON regions. Defaults to 0.5.
         nms_window: square NMS window in cells. Defaults to 5.
         nms_threshold: lowest probability of a detection. Defaults to 0.5.
@@ -66,7 +74,7 @@ class PredictOptions:
     backend: str = "auto"
     tissue: TissueOptions = field(default_factory=TissueOptions)
     tile_cells: int = 16
-    batch_size: int = 4
+    batch_size: int = 2
     device: str | None = None
     amp: bool | None = None
     tta: bool = False
@@ -110,7 +118,8 @@ def predict_slide(source, out_dir, model, checkpoint: dict, options: PredictOpti
             log.warning("%s", warnings[-1])
         t_tissue = time.perf_counter()
         prob = predict_dense(model, view, grid, cells, normalization=checkpoint.get("normalization"),
-                             tile_cells=options.tile_cells, batch_size=options.batch_size, device=options.device,
+                             tile_cells=options.tile_cells, batch_size=options.batch_size,
+                             device=options.device or default_device(),
                              amp=options.amp, tta=options.tta, out=out_dir / ".probability.npy",
                              read_workers=options.read_workers, progress=options.progress)
         t_infer = time.perf_counter()
@@ -155,6 +164,13 @@ def predict_slide(source, out_dir, model, checkpoint: dict, options: PredictOpti
 
 
 
+def default_device() -> str:
+    """``cuda:LOCAL_RANK`` under ``torchrun`` (one GPU per rank), ``cuda`` when a GPU is present, else ``cpu``."""
+    if not torch.cuda.is_available():
+        return "cpu"
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()}"
+
+
 def trained_on_synthetic(checkpoint: dict) -> bool:
     """Whether the checkpoint's model was trained on synthetic data (its outputs are then labelled so)."""
     data = (checkpoint.get("config") or {}).get("data") or {}
@@ -172,7 +188,9 @@ class PredictJob:
     process and runs :func:`predict_slide` with ``options``.
 
     Example:
-        >>> # run_slides(find_slides(["slides/"]), "out", PredictJob("model.pt", PredictOptions()))
+        >>> job = PredictJob("model.pt", PredictOptions(mpp=0.972, tta=True))
+        >>> job.options.tile_cells  # run_slides(find_slides(["slides/"]), "out", job) runs it on every slide
+        16
     """
 
     checkpoint: str

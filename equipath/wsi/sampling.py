@@ -11,8 +11,12 @@ The output is one PCam split: ``camelyonpatch_level_2_split_{split}_{x,y}.h5`` a
 top-left ``coord_x``, ``coord_y``, ``tumor_patch``, ``center_tumor_patch``, ``wsi``), written atomically by
 :class:`equipath.data.PCamWriter`, so :class:`equipath.data.PCamDataset` reads it like the real PCam.
 
-Example:
-    >>> # sample_patches([("tumor_001.tif", "tumor_001.xml"), ("normal_001.tif", None)], "pcam/", "train", 1000)
+Example (Camelyon16: ``[("tumor_001.tif", "tumor_001.xml"), ("normal_001.tif", None), ...]``):
+    >>> import numpy as np, tempfile
+    >>> image = np.full((300, 300, 3), 240, np.uint8); image[50:250, 50:250] = (200, 120, 190)
+    >>> x, y = sample_patches([(image, None)], tempfile.mkdtemp(), "train", 8, slide_mpp=0.972, progress=False)
+    >>> x.name
+    'camelyonpatch_level_2_split_train_x.h5'
 """
 
 import logging
