@@ -13,7 +13,8 @@ Per model, at its default (paper) configuration:
   train MiB   peak memory of one training step (forward, loss, backward, Adam) at batch --train-batch, in a
               fresh process: peak resident set during the step (Linux VmHWM after clear_refs) and its rise
               over the resident set before the step; on CUDA, torch.cuda.max_memory_allocated
-  build s     instantiation time, median of 3 (target <= 0.5 s; an e2cnn U-Net is reported to take ~16 s)
+  build s     instantiation time, median of 3 (target <= 0.5 s; an e2cnn U-Net is reported to take ~16 s),
+              wall-clock and CPU seconds (the CPU time is less sensitive to other load on the machine)
 
 Benchmark sizes: 96 x 96 for the DenseNets; each segmentation model's ``input_size`` (33 / 32 px), since
 a CPU step of p4m_unet at 321 x 321 and batch 32 takes minutes. Pass --seg-size to choose another.
@@ -56,13 +57,15 @@ def gmac(model, size: int) -> float:
     return counter.get_total_flops() / 2e9
 
 
-def build_time(name: str, repeats: int = 3) -> float:
-    samples = []
+def build_time(name: str, repeats: int = 3) -> tuple[float, float]:
+    """Median wall-clock and CPU seconds of ``create_model(name)``."""
+    wall, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         create_model(name)
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def _sync(device):
@@ -153,10 +156,10 @@ def main():
           f"{os.cpu_count()} CPUs; eval batch {args.eval_batch}, train batch {args.train_batch}, "
           f"median of {args.repeats}")
     header = ("model", "group", "params", "size", "GMAC", "paper", "GMAC", "eval img/s", "folded", "ratio",
-              "train MiB", "(rise)", "step s", "build s")
+              "train MiB", "(rise)", "step s", "build s", "(cpu s)")
     print("  ".join(f"{h:>10}" if i else f"{h:<19}" for i, h in enumerate(header)))
     for name in names:
-        build = build_time(name)
+        build, build_cpu = build_time(name)
         model = create_model(name)
         params = sum(p.numel() for p in model.parameters())
         size, big = bench_size(model, args.seg_size), paper_size(name)
@@ -165,7 +168,7 @@ def main():
         peak, rise, step = train_step_memory(name, size, args.train_batch, args.threads, args.device)
         row = (name, model.group.name, f"{params:,}", size, f"{macs:.3f}", big, f"{macs_big:.1f}", f"{rate:.1f}",
                f"{rate_folded:.1f}", f"{rate_folded / rate:.2f}x", f"{peak:.0f}", f"{rise:+.0f}", f"{step:.2f}",
-               f"{build:.3f}" + ("" if build <= 0.5 else " SLOW"))
+               f"{build:.3f}" + ("" if build <= 0.5 else " SLOW"), f"{build_cpu:.3f}")
         print("  ".join(f"{c:>10}" if i else f"{c:<19}" for i, c in enumerate(row)), flush=True)
     print("ratio = folded / unfolded eval throughput; size, paper: input side of the measured and the paper's "
           "inputs; GMAC at each; train MiB: peak during one training step, (rise) over the resident set before it")

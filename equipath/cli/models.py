@@ -20,5 +20,6 @@ def run(args) -> int:
         rows.append((name, model.group.name, model.task, f"{n:,}", str(model.size_rule)))
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
-        print("  ".join(cell.rjust(w) if i == 3 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
+        cells = (cell.rjust(w) if i == 3 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        print("  ".join(cells).rstrip())
     return 0

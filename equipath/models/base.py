@@ -51,6 +51,15 @@ class ModelBase(nn.Module):
         num_classes: output channels (1 tumour logit for the classifiers).
         size_rule: the admissible input heights and widths.
         input_size: a small admissible ``(H, W)``, used by the tests.
+
+    Example:
+        >>> from equipath.models import create_model
+        >>> model = create_model("densenet", growth=4)
+        >>> model.check_input_size(128, 96)
+        >>> model.check_input_size(100, 96)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: DenseNet (z2): input size 100x96 is not admissible: ... 96 + 32k ...; got height 100 (...)
     """
 
     task: str

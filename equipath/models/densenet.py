@@ -138,7 +138,8 @@ class DenseNet(ModelBase):
                 (w - self.receptive_field) // self.output_stride + 1)
 
     def forward_dense(self, x: torch.Tensor) -> torch.Tensor:
-        """Logit map ``(B, 1, h, w)``: entry ``[i, j]`` is ``forward`` of ``x[..., 32 i : 32 i + 96, 32 j : 32 j + 96]``."""
+        """Logit map ``(B, 1, h, w)``: entry ``[i, j]`` is ``forward`` of the patch
+        ``x[..., 32 i : 32 i + 96, 32 j : 32 j + 96]``."""
         self.check_input(x)
         return self._logit_map(x)
 

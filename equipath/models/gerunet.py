@@ -29,7 +29,7 @@ from equipath.models.registry import register_model
 from equipath.models.unet import level_channels
 from equipath.nn import GroupBatchNorm, GroupConv2d, GroupPool, LiftingConv2d
 
-__all__ = ["ResidualBlock", "MidpointUpsample", "GERUNet"]
+__all__ = ["ResidualBlock", "MidpointUpsample", "UpStage", "GERUNet"]
 
 
 class ResidualBlock(nn.Module):
@@ -87,6 +87,11 @@ class UpStage(nn.Module):
     (``skip="add"``: ``x + e``; ``"concat"``: ``[e, x]`` on dim 1), then a :class:`ResidualBlock`.
 
     Shapes: ``(B, C_in, |G|, h, w), skip (B, C_out, |G|, 2h - 1, 2w - 1) -> (B, C_out, |G|, 2h - 1, 2w - 1)``.
+
+    Example:
+        >>> import torch
+        >>> UpStage(8, 4, "p4m", "concat")(torch.randn(1, 8, 8, 5, 5), torch.randn(1, 4, 8, 9, 9)).shape
+        torch.Size([1, 4, 8, 9, 9])
     """
 
     def __init__(self, in_channels: int, out_channels: int, group, skip: str):
@@ -137,13 +142,15 @@ class GERUNet(ModelBase):
         self.width, self.skip = width, skip
         ch = [level_channels(width, level, self.group) for level in range(self.depth + 1)]
         self.input_layer = nn.Sequential(
-            LiftingConv2d(3, ch[0], 3, group, padding=1, bias=False), GroupBatchNorm(ch[0], group), nn.ReLU(inplace=True),
+            LiftingConv2d(3, ch[0], 3, group, padding=1, bias=False),
+            GroupBatchNorm(ch[0], group), nn.ReLU(inplace=True),
         )
         self.encoder = nn.ModuleList([ResidualBlock(ch[0], ch[0], group)] + [
             ResidualBlock(ch[level - 1], ch[level], group, stride=2) for level in range(1, self.depth + 1)
         ])
         self.bridge = ResidualBlock(ch[-1], ch[-1], group)
-        self.decoder = nn.ModuleList([UpStage(ch[level + 1], ch[level], group, skip) for level in reversed(range(self.depth))])
+        self.decoder = nn.ModuleList([UpStage(ch[level + 1], ch[level], group, skip)
+                                      for level in reversed(range(self.depth))])
         self.output_layer = GroupConv2d(ch[0], num_classes, 1, group)
         self.pool = GroupPool(group, "mean")
 

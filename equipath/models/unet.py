@@ -29,7 +29,7 @@ from equipath.models.registry import register_model
 from equipath.nn import (GroupBatchNorm, GroupConv2d, GroupConvTranspose2d, GroupMaxPool2d, LiftingConv2d,
                          ProjectionConv2d)
 
-__all__ = ["ConvBlock", "UNet", "level_channels"]
+__all__ = ["ConvBlock", "UpBlock", "UNet", "level_channels"]
 
 
 def level_channels(width: int, level: int, group) -> int:
@@ -65,6 +65,11 @@ class UpBlock(nn.Module):
     concatenation with the skip connection and a :class:`ConvBlock`.
 
     Shapes: ``(B, C_in, |G|, h, w), skip (B, C_out, |G|, 2h - 1, 2w - 1) -> (B, C_out, |G|, 2h - 1, 2w - 1)``.
+
+    Example:
+        >>> import torch
+        >>> UpBlock(8, 4, "p4")(torch.randn(1, 8, 4, 5, 5), torch.randn(1, 4, 4, 9, 9)).shape
+        torch.Size([1, 4, 4, 9, 9])
     """
 
     def __init__(self, in_channels: int, out_channels: int, group):
@@ -112,7 +117,8 @@ class UNet(ModelBase):
             nn.Sequential(GroupMaxPool2d(3, group, stride=2, padding=1), ConvBlock(ch[level - 1], ch[level], group))
             for level in range(1, self.depth + 1)
         ])
-        self.decoder = nn.ModuleList([UpBlock(ch[level + 1], ch[level], group) for level in reversed(range(self.depth))])
+        self.decoder = nn.ModuleList([UpBlock(ch[level + 1], ch[level], group)
+                                      for level in reversed(range(self.depth))])
         self.head = ProjectionConv2d(ch[0], num_classes, 1, group)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
