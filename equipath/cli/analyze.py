@@ -2,7 +2,7 @@
 
 Every command takes models as ``--model SPEC`` (repeatable): a checkpoint file (``best.pt``; its
 normalisation is applied) or a registered model name (random weights; ``--model-arg key=value`` sets its
-arguments). Numbers go to JSON / CSV / markdown and figures to PNG in ``--out``; everything computed from
+arguments, ``--model-arg densenet:growth=4`` those of one of them). Numbers go to JSON / CSV / markdown and figures to PNG in ``--out``; everything computed from
 synthetic data (or with models trained on it) is labelled SYNTHETIC.
 """
 
@@ -45,13 +45,16 @@ class _Model:
     source: str
 
 
-def _model_args(pairs) -> dict:
+def _model_args(pairs, name: str) -> dict:
+    """The ``--model-arg [model:]key=value`` pairs that apply to the registered model ``name``."""
     out = {}
     for pair in pairs or []:
         key, eq, value = pair.partition("=")
+        target, colon, key = key.rpartition(":")
         if not eq or not key:
-            raise ValueError(f"--model-arg {pair!r}: expected key=value")
-        out[key] = load_yaml(value, f"--model-arg {key}")
+            raise ValueError(f"--model-arg {pair!r}: expected key=value or model:key=value")
+        if not colon or target == name:
+            out[key] = load_yaml(value, f"--model-arg {pair}")
     return out
 
 
@@ -59,7 +62,6 @@ def _load_models(args) -> list[_Model]:
     if not args.model:
         raise ValueError("give at least one --model (a checkpoint file or a registered model name)")
     device = resolve_device(args.device)
-    kwargs = _model_args(args.model_arg)
     loaded, labels = [], {}
     for spec in args.model:
         path = Path(spec)
@@ -69,7 +71,7 @@ def _load_models(args) -> list[_Model]:
             dataset = state.get("config", {}).get("data", {}).get("dataset", "")
             entry = _Model(name, model, state["normalization"], str(dataset).startswith("synthetic"), str(path))
         else:
-            model = create_model(spec, **kwargs).to(device).eval()
+            model = create_model(spec, **_model_args(args.model_arg, spec)).to(device).eval()
             entry = _Model(spec, model, None, False, "random weights")
         count = labels.get(entry.label, 0)
         labels[entry.label] = count + 1
@@ -219,10 +221,10 @@ def _set(tree: dict, dotted: str, value) -> None:
     tree[leaf] = value
 
 
-def _model_run(entry, kwargs: dict) -> ModelRun:
+def _model_run(entry, model_args) -> ModelRun:
     if isinstance(entry, str):
         model, *augment = entry.split("+")
-        return ModelRun(model, model_kwargs=dict(kwargs), augment=tuple(augment))
+        return ModelRun(model, model_kwargs=_model_args(model_args, model), augment=tuple(augment))
     if isinstance(entry, dict) and "model" in entry:
         unknown = set(entry) - {"model", "label", "model_kwargs", "augment"}
         if unknown:
@@ -254,13 +256,12 @@ def _plan(args) -> EfficiencyPlan:
         _set(base, key, load_yaml(value, f"--set {key}"))
     if args.no_progress:
         base["progress"] = False
-    kwargs = _model_args(args.model_arg)
     entries = args.models or values.get("models") or []
     if not entries:
         raise ValueError("efficiency: give --models or `models` in the config")
     out_dir = args.out or values.get("out_dir") or "runs/efficiency"
     check_writable(out_dir)
-    return EfficiencyPlan(models=tuple(_model_run(e, kwargs) for e in entries), base=base, out_dir=str(out_dir),
+    return EfficiencyPlan(models=tuple(_model_run(e, args.model_arg) for e in entries), base=base, out_dir=str(out_dir),
                           fractions=tuple(float(f) for f in (args.fractions or values.get("fractions")
                                                              or (1.0, 0.5, 0.25, 0.125))),
                           seeds=tuple(int(s) for s in (args.seeds or values.get("seeds") or (0, 1, 2))),
@@ -307,8 +308,9 @@ def _common(parser, models: bool = True) -> None:
     if models:
         parser.add_argument("--model", action="append", metavar="SPEC",
                             help="a checkpoint file or a registered model name (repeat for several)")
-        parser.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
-                            help="argument of the named models, e.g. growth=8 (repeatable)")
+        parser.add_argument("--model-arg", action="append", metavar="[MODEL:]KEY=VALUE",
+                            help="argument of the named models, e.g. growth=8, or of one of them, e.g. "
+                                 "densenet:growth=4 (repeatable)")
     parser.add_argument("--out", help="output folder (default: runs/analysis/<command>)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     parser.add_argument("--seed", type=int, default=0, help="seed of random inputs and synthetic data (default: 0)")
@@ -357,7 +359,8 @@ def register(subparsers) -> None:
     _common(p, models=False)
     p.add_argument("--config", help="YAML: models, fractions, seeds, metric, split, out_dir, train (a training config)")
     p.add_argument("--models", nargs="+", help="registered names, '+aug' adds augmentation (e.g. densenet+d4)")
-    p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="argument of the --models")
+    p.add_argument("--model-arg", action="append", metavar="[MODEL:]KEY=VALUE",
+                   help="argument of the --models (MODEL: restricts it to one of them)")
     p.add_argument("--fractions", nargs="+", type=float, help="data regimes (default: 1 0.5 0.25 0.125)")
     p.add_argument("--seeds", nargs="+", type=int, help="training seeds (default: 0 1 2)")
     p.add_argument("--metric", help="plotted test metric (default: auc or dice)")
