@@ -189,8 +189,7 @@ def open_slide(source, backend: str = "auto", mpp: float | None = None) -> Slide
     if backend not in ("auto", "openslide", "tiffslide", "image"):
         raise ValueError(f"unknown slide backend {backend!r}: expected auto, openslide, tiffslide or image")
     if isinstance(source, Image.Image):
-        reader = _ImageReader(np.asarray(source.convert("RGBA" if "A" in source.mode else "RGB")), "<PIL image>", mpp)
-        return reader
+        return _ImageReader(np.asarray(source.convert("RGBA" if "A" in source.mode else "RGB")), "<PIL image>", mpp)
     if isinstance(source, np.ndarray):
         return _ImageReader(source, "<array>", mpp)
     path = Path(source)
