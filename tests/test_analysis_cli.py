@@ -109,7 +109,7 @@ def test_efficiency_command_from_yaml(tmp_path, capsys):
     (["equivariance", "--model", "no_such_model"], "unknown model"),
     (["equivariance", "--model", "missing.pt"], "does not exist"),
     (["stability"], "--model"),
-    (["stability", "--model", "p4m_densenet", "--model", "unet", "--model-arg", "unet:width=4"], "no square size"),
+    (["stability", "--model", "p4m_densenet", "--model", "unet", "--model-arg", "unet:width=4"], "no square side"),
     (["efficiency", "--models", "densenet", "--set", "nonsense"], "key=value"),
 ])
 def test_bad_input_is_one_line(tmp_path, capsys, argv, message):

@@ -27,7 +27,7 @@ Example:
 import torch
 from torch import nn
 
-__all__ = ["ProbabilityMap", "normalize", "output_kind", "act"]
+__all__ = ["ProbabilityMap", "normalize", "output_kind", "act", "model_device"]
 
 
 def normalize(x: torch.Tensor, normalization: dict | None) -> torch.Tensor:
@@ -41,6 +41,13 @@ def normalize(x: torch.Tensor, normalization: dict | None) -> torch.Tensor:
         raise ValueError(f"normalization has {mean.shape[1]} means and {std.shape[1]} stds, "
                          f"expected one per input channel ({x.shape[1]})")
     return (x - mean) / std
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter or buffer (the CPU for a module without any)."""
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
 
 
 def output_kind(group, t: torch.Tensor) -> str:
@@ -75,7 +82,8 @@ class ProbabilityMap(nn.Module):
         normalization: the checkpoint's ``{"mean", "std"}`` for RGB in [0, 1]. Defaults to None (none).
         class_index: the class whose probability is mapped (ignored for one-logit models). Defaults to 1.
 
-    Shapes: ``(B, 3, H, W)`` in [0, 1] -> ``(B, H, W)``.
+    Shapes: ``(B, 3, H, W)`` in [0, 1] -> ``(B, H, W)``, computed on the model's device and returned on the
+    input's.
 
     Example:
         >>> import torch
@@ -99,6 +107,9 @@ class ProbabilityMap(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"ProbabilityMap: expected RGB images (B, 3, H, W) in [0, 1], got {tuple(x.shape)}")
+        return self._map(x.to(model_device(self.model))).to(x.device)
+
+    def _map(self, x: torch.Tensor) -> torch.Tensor:
         B, _, H, W = x.shape
         z = normalize(x, self.normalization)
         if hasattr(self.model, "forward_dense"):

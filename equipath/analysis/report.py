@@ -22,9 +22,21 @@ from equipath.analysis.maps import ProbabilityMap, normalize
 from equipath.analysis.stability import group_stability, image_tissue, rotation_stability, stability_figure
 from equipath.groups import get_group
 
-__all__ = ["stability_section", "stability_table", "equivariance_table"]
+__all__ = ["stability_section", "stability_table", "equivariance_table", "common_size"]
 
 log = logging.getLogger(__name__)
+
+
+def common_size(models, target: int, below: bool = False) -> int:
+    """The smallest square side ``>= target`` (the largest ``<= target`` with ``below``) that every model's
+    ``size_rule`` admits (models without one take any size); ``ValueError`` when there is none nearby."""
+    rules = [m.size_rule for m in models if hasattr(m, "size_rule")]
+    sides = range(target, 0, -1) if below else range(target, target + 4096)
+    for n in sides:
+        if all(rule.admits(n) for rule in rules):
+            return n
+    raise ValueError(f"no square side {'up to' if below else 'from'} {target} suits every model "
+                     f"({', '.join(map(str, rules))}): analyse them separately or give the size")
 
 
 def stability_table(results: dict) -> list[dict]:

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from equipath.analysis.io import SYNTHETIC_LABEL
-from equipath.analysis.maps import ProbabilityMap, act, normalize, output_kind
+from equipath.analysis.maps import ProbabilityMap, act, model_device, normalize, output_kind
 from equipath.analysis.stability import group_stability, rotation_stability
 from equipath.evaluation import classification_metrics, segmentation_metrics
 from equipath.groups import get_group
@@ -89,17 +89,25 @@ def _metrics(task: str, logits: torch.Tensor, targets: torch.Tensor, num_classes
     return out
 
 
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 @torch.no_grad()
 def _evaluate(name: str, model: nn.Module, normalization, loader, task: str, num_classes: int,
               stability_images: list, rotations: int, group, batch_size: int, progress: bool) -> dict:
     logits, targets, seconds, count = [], [], 0.0, 0
+    device = model_device(model)
     for images, target in tqdm(loader, desc=name, disable=not progress, leave=False):
-        z = normalize(images, normalization)
+        z = normalize(images.to(device), normalization)
+        _synchronize(device)
         start = time.perf_counter()
         out = model(z)
+        _synchronize(device)
         seconds += time.perf_counter() - start
         count += len(images)
-        logits.append(out.float())
+        logits.append(out.float().cpu())
         targets.append(target)
     row = {"model": name, "images": count}
     row.update(_metrics(task, torch.cat(logits), torch.cat(targets), num_classes))

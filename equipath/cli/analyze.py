@@ -22,6 +22,7 @@ from equipath.analysis import (EfficiencyPlan, ModelRun, compare_tta, layer_repo
 from equipath.analysis.equivariance import equivariance_figure, format_error
 from equipath.analysis.io import SYNTHETIC_LABEL, save_figure, write_csv, write_json
 from equipath.analysis.maps import normalize
+from equipath.analysis.report import common_size
 from equipath.analysis.redundancy import redundancy_figure
 from equipath.analysis.tta import tta_figure
 from equipath.checkpoint import atomic_write, check_writable, load_model
@@ -124,16 +125,6 @@ def _equivariance(args) -> int:
 
 
 # --------------------------------------------------------------------------------------------- stability
-def _admissible(models: list[_Model], target: int) -> int:
-    """The smallest side >= ``target`` that every model takes."""
-    rules = [m.model.size_rule for m in models if hasattr(m.model, "size_rule")]
-    for n in range(target, target + 4096):
-        if all(rule.admits(n) for rule in rules):
-            return n
-    raise ValueError(f"no square size near {target} suits every model ({', '.join(map(str, rules))}): "
-                     "analyse them separately or give --size")
-
-
 def _region(args, models: list[_Model]) -> tuple[torch.Tensor, bool, str]:
     """``(image (3, S, S) in [0, 1], synthetic, description)``."""
     if args.image:
@@ -144,25 +135,17 @@ def _region(args, models: list[_Model]) -> tuple[torch.Tensor, bool, str]:
             rgb = np.asarray(Image.open(path).convert("RGB"))
         except OSError:
             raise ValueError(f"--image {path} could not be read as an image") from None
-        size = args.size or _largest(models, min(rgb.shape[:2]))
+        size = args.size or common_size([m.model for m in models], min(rgb.shape[:2]), below=True)
         if min(rgb.shape[:2]) < size:
             raise ValueError(f"--image {path} is {rgb.shape[1]}x{rgb.shape[0]}, smaller than the region side {size}")
         top, left = (rgb.shape[0] - size) // 2, (rgb.shape[1] - size) // 2
         rgb, source = rgb[top:top + size, left:left + size], f"{path} (centre {size} x {size})"
         synthetic = False
     else:
-        size = args.size or _admissible(models, 224)
+        size = args.size or common_size([m.model for m in models], 224)
         rgb = synthetic_tile(args.synthetic_index, seed=args.seed, size=(size, size), split="test").image
         source, synthetic = f"synthetic tile {args.synthetic_index} (seed {args.seed})", True
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 255, synthetic, source
-
-
-def _largest(models: list[_Model], limit: int) -> int:
-    rules = [m.model.size_rule for m in models if hasattr(m.model, "size_rule")]
-    for n in range(limit, 0, -1):
-        if all(rule.admits(n) for rule in rules):
-            return n
-    raise ValueError(f"the image is too small for the models ({', '.join(map(str, rules))})")
 
 
 def _stability(args) -> int:
