@@ -32,9 +32,12 @@ import numpy as np
 import torch
 
 from equipath import __version__
+from equipath.analysis import stability_section
+from equipath.analysis.report import common_size
 from equipath.checkpoint import atomic_write, check_writable, load_model
 from equipath.data import PCamDataset, write_synthetic_pcam
 from equipath.data.pcam import pcam_path
+from equipath.data.synthetic import synthetic_tile
 from equipath.evaluation import evaluate_model
 from equipath.evaluation.report import Report, Section, format_value, markdown_table, save_figure
 from equipath.groups import get_group
@@ -286,6 +289,19 @@ def examples_section(run: DemoRun) -> Section:
                    f"fraction {run.config.fractions[0]:g}.\n\n![example predictions](examples.png)\n")
 
 
+def stability_maps_section(run: DemoRun) -> Section:
+    """Seed 000 Fig. 3 on a synthetic region, for the models of the smallest data regime (equipath.analysis)."""
+    fraction = min(run.config.fractions)
+    loaded = {r.model: load_model(r.out_dir / "best.pt") for r in run.results if r.fraction == fraction}
+    size = common_size([model for model, _ in loaded.values()], 160)
+    tile = synthetic_tile(0, seed=run.config.seed, size=(size, size), split="test").image
+    image = torch.from_numpy(tile).permute(2, 0, 1).float() / 255  # (3, size, size) in [0, 1]
+    body = stability_section({name: model for name, (model, _) in loaded.items()}, image, run.out_dir,
+                             normalizations={name: state["normalization"] for name, (_, state) in loaded.items()},
+                             synthetic=True, heading="###")
+    return Section(f"Rotation stability and equivariance, data fraction {fraction:g} (synthetic data)", body)
+
+
 def _fraction_figure(run: DemoRun) -> None:
     import matplotlib
 
@@ -327,4 +343,4 @@ def _write_json(run: DemoRun) -> None:
     atomic_write(run.out_dir / "report.json", json.dumps(payload, indent=2) + "\n")
 
 
-SECTIONS = [setup_section, metrics_section, equivariance_section, examples_section]
+SECTIONS = [setup_section, metrics_section, equivariance_section, stability_maps_section, examples_section]
