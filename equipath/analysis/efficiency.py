@@ -37,7 +37,7 @@ from equipath.training import TrainConfig, train
 from equipath.training.datasets import build_datasets
 from equipath.training.distributed import resolve_device
 
-__all__ = ["ModelRun", "EfficiencyPlan", "run_efficiency", "summarize", "efficiency_figure"]
+__all__ = ["ModelRun", "EfficiencyPlan", "run_efficiency", "summarize", "efficiency_figure", "write_outputs"]
 
 log = logging.getLogger(__name__)
 
@@ -147,19 +147,18 @@ def _run_one(plan: EfficiencyPlan, run: ModelRun, fraction: float, seed: int, pr
 
 
 def run_efficiency(plan: EfficiencyPlan, progress: bool = True) -> list[dict]:
-    """Run every unfinished run of ``plan``, then write ``runs.csv``, ``summary.csv``, ``summary.md`` and
-    ``efficiency.png`` in ``plan.out_dir``; returns the rows of every run (finished earlier or now)."""
+    """Run every unfinished run of ``plan``, then write its outputs (:func:`write_outputs`) into
+    ``plan.out_dir``; returns the rows of every run (finished earlier or now)."""
     for run in plan.models:  # fail on a bad config before any training starts
         plan.config(run, plan.fractions[0], plan.seeds[0])
-    rows = []
-    for i, (run, fraction, seed) in enumerate(plan.runs()):
+    rows, runs = [], plan.runs()
+    for i, (run, fraction, seed) in enumerate(runs):
         marker = plan.run_dir(run, fraction, seed) / "result.json"
         if marker.is_file():
-            log.info("run %d/%d %s fraction %g seed %d: finished, skipped", i + 1, len(plan.runs()), run.name,
-                     fraction, seed)
+            log.info("run %d/%d %s fraction %g seed %d: finished, skipped", i + 1, len(runs), run.name, fraction, seed)
             rows.append(_read_result(marker))
             continue
-        log.info("run %d/%d %s fraction %g seed %d", i + 1, len(plan.runs()), run.name, fraction, seed)
+        log.info("run %d/%d %s fraction %g seed %d", i + 1, len(runs), run.name, fraction, seed)
         row = _run_one(plan, run, fraction, seed, progress)
         write_json(marker, row)
         rows.append(row)

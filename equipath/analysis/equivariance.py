@@ -6,16 +6,17 @@ forward hook on every submodule. For each submodule call with a tensor output ``
 - the *cumulative* error compares what the module computes inside the model for the transformed input
   with the transformed output, ``e_g = max |y(T_g x) - A_g y(x)| / max |y(x)|``, where ``A_g`` is ``T_g``
   on planar ``(B, C, H, W)`` outputs, ``L_g`` on group ``(B, C, |G|, H, W)`` outputs and the identity on
-  anything else (logits, which must be invariant);
+  anything else (logits, which must be invariant); z2 maps ``(B, C, 1, H, W)`` are acted on as planar maps;
 - the *local* error runs a leaf module (one without children) alone on ``A_g`` of its own input,
   ``max |m(A_g u) - A_g m(u)| / max |m(u)|``, so a layer that breaks equivariance is flagged by its own
   number even when an earlier layer has broken it already (leaves called with one tensor argument;
   containers and other calls have no local error).
 
 A row's ``max_error`` and ``mean_error`` are the maximum and the mean of ``e_g`` over every element. The
-first row in execution order whose maximum exceeds the tolerance is where exactness is lost; the rows
-whose *local* error exceeds it are the blocks that are not equivariant themselves (a zero-padded strided
-convolution on an asymmetric grid, a plain ``nn.Conv2d`` among group layers, an odd-size crop, ...).
+first row, in the order the calls return (children before their parent), whose maximum exceeds the
+tolerance is where exactness is lost; the leaf rows whose *local* error exceeds it are the layers that are
+not equivariant themselves (a strided convolution on an asymmetric grid, a plain ``nn.Conv2d`` among group
+layers, an odd-size crop, ...).
 
 The report runs on a float64 copy of the model by default, so float rounding (~1e-15) and a real break
 (~1e-2) are far apart; the tolerance is :data:`equipath.testing.TOLERANCES` of that dtype.
@@ -38,7 +39,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from equipath.analysis.io import SYNTHETIC_LABEL
-from equipath.analysis.maps import act, output_kind
+from equipath.analysis.maps import act, model_device, output_kind
 from equipath.groups import get_group
 from equipath.testing import TOLERANCES
 
@@ -87,7 +88,7 @@ class LayerError:
 
 @dataclass(frozen=True)
 class EquivarianceReport:
-    """The rows of :func:`layer_report` in execution order (the whole model last) and their tolerance."""
+    """The rows of :func:`layer_report` in the order the calls return (the whole model last), their tolerance."""
 
     group: str
     input_shape: tuple
@@ -106,7 +107,7 @@ class EquivarianceReport:
         return self.model.max_error <= self.tolerance
 
     def first_broken(self) -> LayerError | None:
-        """The first row in execution order whose cumulative error exceeds the tolerance, or None."""
+        """The first row whose cumulative error exceeds the tolerance, or None."""
         return next((row for row in self.layers if row.max_error > self.tolerance), None)
 
     def culprits(self) -> list[LayerError]:
@@ -172,9 +173,9 @@ class _Recorder:
         self.group = group
         self.names = {m: (n or "(model)") for n, m in model.named_modules()}
         self.handles = [m.register_forward_hook(self._hook, with_kwargs=True) for m in self.names]
-        self.reference: dict = {}    # key -> (module, input or None, output, kind)
+        self.reference: dict = {}    # (module, call) -> (its input or None, its output, output kind)
         self.order: list = []
-        self.errors: dict = {}       # key -> [e_g]
+        self.errors: dict = {}       # (module, call) -> [e_g for the elements run so far]
         self.element: int | None = None
         self.calls: dict = {}
 
@@ -234,7 +235,9 @@ def layer_report(model: nn.Module, x: torch.Tensor, group=None, *, dtype: torch.
         local: also measure each leaf module alone on its transformed input. Defaults to True.
 
     Returns:
-        An :class:`EquivarianceReport` whose rows are the submodule calls in execution order.
+        An :class:`EquivarianceReport` whose rows are the submodule calls in the order they return
+        (children before their parent, the whole model last). Inputs and outputs of every call are kept
+        in memory while the report runs.
     """
     if group is None:
         if not hasattr(model, "group"):
@@ -246,7 +249,7 @@ def layer_report(model: nn.Module, x: torch.Tensor, group=None, *, dtype: torch.
     model = copy.deepcopy(model).eval()
     if dtype is not None:
         model, x = model.to(dtype), x.to(dtype)
-    x = x.to(next(model.parameters(), x).device)
+    x = x.to(model_device(model))
     tolerance = TOLERANCES.get(x.dtype, 1e-5)
     recorder = _Recorder(model, group)
     try:
@@ -276,7 +279,7 @@ def layer_report(model: nn.Module, x: torch.Tensor, group=None, *, dtype: torch.
 
 def equivariance_figure(report: EquivarianceReport, title: str = "", synthetic: bool = False) -> Figure:
     """Maximum cumulative error (bars) and local error (dots) of every leaf module and the whole model,
-    in execution order, on a log scale with the tolerance dashed: exactness is lost where the bars jump."""
+    in the order they return, on a log scale with the tolerance dashed: exactness is lost where the bars jump."""
     rows = [r for r in report.layers if r.leaf or r is report.model]
     floor = 1e-18  # an exact zero (or an unmeasurable error) is drawn at the bottom of the axis
 
