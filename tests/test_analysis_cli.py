@@ -3,12 +3,15 @@ synthetic data, and turns bad input into one line and exit status 2."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from equipath.checkpoint import save_checkpoint
 from equipath.cli import main
+from equipath.data import write_pcam
 from equipath.models import create_model
 
 
@@ -61,8 +64,6 @@ def test_stability_command_labels_synthetic_and_separates_the_models(tmp_path, c
 
 
 def test_stability_on_a_user_image_is_not_labelled_synthetic(tmp_path):
-    import numpy as np
-    from PIL import Image
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (140, 150, 3), dtype=np.uint8)).save(tmp_path / "region.png")
     out = tmp_path / "st"
@@ -81,6 +82,14 @@ def test_tta_and_redundancy_commands(tmp_path):
     rows = {r["model"]: r for r in json.loads((out / "tta.json").read_text())["rows"]}
     assert rows["densenet+tta"]["p4m_std"] < 1e-6 < rows["densenet"]["p4m_std"]
     assert rows["densenet"]["synthetic"] and (out / "tta.png").is_file() and (out / "tta.csv").is_file()
+    rng = np.random.default_rng(0)  # user data in the PCam format: the same command, not labelled synthetic
+    write_pcam(tmp_path / "pcam", "test", rng.integers(0, 255, (4, 96, 96, 3), dtype=np.uint8), [0, 1, 0, 1])
+    out = tmp_path / "tta_user"
+    assert main(["analyze", "tta", "--model", "p4m_densenet", *TINY, "--data", str(tmp_path / "pcam"),
+                 "--rotations", "0", "--stability-images", "1", "--out", str(out), "--no-progress"]) == 0
+    saved = json.loads((out / "tta.json").read_text())
+    assert saved["synthetic"] is False and [r["model"] for r in saved["rows"]] == ["p4m_densenet"]
+    assert saved["rows"][0]["images"] == 4 and "SYNTHETIC" not in (out / "tta.md").read_text()
     out = tmp_path / "red"
     assert main(["analyze", "redundancy", "--model", "p4m_densenet", "--model", "densenet", *TINY,
                  "--out", str(out)]) == 0
