@@ -93,8 +93,9 @@ class Group:
                 f"got shape {tuple(x.shape)}"
             )
         perm = self.permutation(g)
-        index = torch.tensor(perm, device=x.device) if isinstance(x, torch.Tensor) else perm
-        return self.transform(x[..., index, :, :], g)
+        if isinstance(x, torch.Tensor):
+            return self.transform(x.index_select(-3, torch.tensor(perm, device=x.device)), g)
+        return self.transform(x[..., perm, :, :], g)
 
 
 def _build(name: str, elements: tuple) -> Group:

@@ -19,7 +19,7 @@ from torch import nn
 
 from equipath.groups import get_group
 
-__all__ = ["LiftingConv2d", "GroupConv2d", "ProjectionConv2d", "GroupConvTranspose2d", "check_input"]
+__all__ = ["LiftingConv2d", "GroupConv2d", "ProjectionConv2d", "GroupConvTranspose2d", "CachedFilter", "check_input"]
 
 
 def check_input(layer: str, x: torch.Tensor, channels: int, group_order: int | None) -> None:
@@ -35,7 +35,29 @@ def check_input(layer: str, x: torch.Tensor, channels: int, group_order: int | N
         raise ValueError(f"{layer}: expected input of shape {expected}, got {tuple(x.shape)}")
 
 
-class _EquivariantConv(nn.Module):
+class CachedFilter(nn.Module):
+    """A module whose convolution filter is expanded from ``weight`` by ``_expand()``; the expansion is
+    cached in eval mode while autograd is off, and rebuilt whenever the weight changes (in place, as an
+    optimizer step does, or by moving device or dtype)."""
+
+    _cache = None
+
+    def _expand(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def filter(self) -> torch.Tensor:
+        """The expanded planar filter bank."""
+        if self.training or torch.is_grad_enabled():
+            self._cache = None
+            return self._expand()
+        w = self.weight
+        key = (w._version, w.data_ptr(), w.dtype, w.device, torch.is_inference_mode_enabled())
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, self._expand())
+        return self._cache[1]
+
+
+class _EquivariantConv(CachedFilter):
     """Shared machinery: the weight, the index gather that expands it, the eval-mode cache, ``fold()``.
 
     Subclasses set ``weight_shape`` (per output channel), build ``_index`` (which entry of one output
@@ -46,7 +68,7 @@ class _EquivariantConv(nn.Module):
     transposed = False
 
     def __init__(self, in_channels, out_channels, kernel_size, group, stride, padding, dilation, bias,
-                 weight_shape, index, in_order, out_order, output_padding=0):
+                 weight_shape, index, in_order, out_order, output_padding=0, fan_in=None):
         super().__init__()
         if not isinstance(kernel_size, int) or kernel_size < 1:
             raise ValueError(f"{type(self).__name__}: kernel_size must be a positive int, got {kernel_size!r}")
@@ -58,24 +80,9 @@ class _EquivariantConv(nn.Module):
         self.weight = nn.Parameter(torch.empty(weight_shape))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.register_buffer("_index", index, persistent=False)
-        self._cache = None
-        fan_in = in_channels * (in_order or 1) * kernel_size**2
+        fan_in = fan_in or in_channels * (in_order or 1) * kernel_size**2  # He initialisation
         with torch.no_grad():
             self.weight.normal_(0.0, math.sqrt(2.0 / fan_in))
-
-    def _expand(self) -> torch.Tensor:
-        raise NotImplementedError
-
-    def filter(self) -> torch.Tensor:
-        """The expanded planar filter bank, cached in eval mode while autograd is off."""
-        if self.training or torch.is_grad_enabled():
-            self._cache = None
-            return self._expand()
-        w = self.weight
-        key = (w._version, w.data_ptr(), w.dtype, w.device, torch.is_inference_mode_enabled())
-        if self._cache is None or self._cache[0] != key:
-            self._cache = (key, self._expand())
-        return self._cache[1]
 
     def planar_bias(self) -> torch.Tensor | None:
         if self.bias is None:
@@ -254,10 +261,7 @@ class GroupConvTranspose2d(_EquivariantConv):
         super().__init__(in_channels, out_channels, kernel_size, G, stride, padding, dilation, bias,
                          (in_channels, out_channels, G.order, kernel_size, kernel_size),
                          _regular_index(G, out_channels, kernel_size).flatten(), G.order, G.order,
-                         output_padding)
-        fan_in = in_channels * G.order * kernel_size**2 / stride**2
-        with torch.no_grad():
-            self.weight.normal_(0.0, math.sqrt(2.0 / fan_in))
+                         output_padding, fan_in=in_channels * G.order * kernel_size**2 / stride**2)
 
     def _expand(self):
         k, n = self.kernel_size, self.group.order

@@ -2,24 +2,24 @@
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from equipath.nn.conv import check_input
+from equipath.nn.conv import CachedFilter, check_input
 
 __all__ = ["IsotropicConv2d"]
 
 
 def _ring_index(k: int) -> tuple[torch.Tensor, int]:
     """``(k, k)`` index of each kernel position's ring (positions of equal squared radius), and the ring count."""
-    c = torch.arange(k) * 2 - (k - 1)  # doubled offsets from the centre: integers for odd and even k
-    r2 = c.view(-1, 1) ** 2 + c.view(1, -1) ** 2
-    radii, index = torch.unique(r2, return_inverse=True)
-    return index, len(radii)
+    c = np.arange(k) * 2 - (k - 1)  # doubled offsets from the centre: integers for odd and even k
+    radii, index = np.unique(c[:, None] ** 2 + c[None, :] ** 2, return_inverse=True)
+    return torch.from_numpy(index.reshape(k, k)), len(radii)
 
 
-class IsotropicConv2d(nn.Module):
+class IsotropicConv2d(CachedFilter):
     """Planar convolution with radial kernels ``K(x) = f(|x|)`` (seed 002): one learned value per ring of
     equal radius. The kernel is invariant under every grid symmetry, so for every element of p4m (hence
     of p4 and z2), ``kappa(T_g f) = T_g kappa(f)`` at symmetric grids.
@@ -46,9 +46,8 @@ class IsotropicConv2d(nn.Module):
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, rings) * math.sqrt(2.0 / fan_in))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
 
-    def filter(self) -> torch.Tensor:
-        """The planar kernel ``(C_out, C_in, k, k)``."""
-        return self.weight[:, :, self._index]
+    def _expand(self) -> torch.Tensor:
+        return self.weight[:, :, self._index]  # (C_out, C_in, k, k)
 
     def forward(self, x):
         check_input(type(self).__name__, x, self.in_channels, None)
