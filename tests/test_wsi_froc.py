@@ -157,7 +157,7 @@ def test_mismatching_annotations_are_clear_errors(tmp_path, caplog):
     (tmp_path / "bad.xml").write_text("<ASAP_Annotations><Annotations><Annotation Name='a'><Coordinates>"
                                       "<Coordinate Order='0' X='1'/></Coordinates></Annotation></Annotations>"
                                       "</ASAP_Annotations>")
-    with pytest.raises(ValueError, match="without numeric X and Y"):
+    with pytest.raises(ValueError, match="without numeric X, Y and Order"):
         read_asap_xml(tmp_path / "bad.xml")
     (tmp_path / "other.xml").write_text("<Root/>")
     with pytest.raises(ValueError, match="expected an <ASAP_Annotations> root"):

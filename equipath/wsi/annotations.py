@@ -60,11 +60,12 @@ def read_asap_xml(path) -> list[Annotation]:
     annotations = []
     for node in root.iter("Annotation"):
         name = node.get("Name", f"annotation {len(annotations)}")
-        points = sorted(node.iter("Coordinate"), key=lambda c: float(c.get("Order", 0)))
         try:
+            points = sorted(node.iter("Coordinate"), key=lambda c: float(c.get("Order", 0)))
             coords = np.array([[float(c.get("X")), float(c.get("Y"))] for c in points], dtype=np.float64)
         except (TypeError, ValueError):
-            raise ValueError(f"annotation file {path}: annotation {name!r} has a coordinate without numeric X and Y") from None
+            raise ValueError(f"annotation file {path}: annotation {name!r} has a coordinate without "
+                             f"numeric X, Y and Order") from None
         if len(coords) == 0:
             raise ValueError(f"annotation file {path}: annotation {name!r} has no coordinates")
         annotations.append(Annotation(name, node.get("PartOfGroup", ""), coords))
@@ -78,7 +79,8 @@ def write_asap_xml(path, annotations: list[Annotation]) -> Path:
         lines.append(f"\t\t<Annotation Name={quoteattr(a.name)} Type=\"Polygon\" PartOfGroup={quoteattr(a.group)} "
                      f"Color=\"#F4FA58\">")
         lines.append("\t\t\t<Coordinates>")
-        lines += [f"\t\t\t\t<Coordinate Order=\"{k}\" X=\"{x:.4f}\" Y=\"{y:.4f}\" />" for k, (x, y) in enumerate(a.coords)]
+        lines += [f"\t\t\t\t<Coordinate Order=\"{k}\" X=\"{x:.4f}\" Y=\"{y:.4f}\" />"
+                  for k, (x, y) in enumerate(a.coords)]
         lines += ["\t\t\t</Coordinates>", "\t\t</Annotation>"]
     groups = sorted({a.group for a in annotations})
     lines.append("\t</Annotations>")

@@ -105,8 +105,9 @@ class Grid:
 def tissue_cells(view: SlideView, grid: Grid, options: TissueOptions = TissueOptions()):
     """Tissue mask at about ``options.mpp`` and the cells of ``grid`` that hold tissue.
 
-    The mask is computed on the view ``k = s * view.mpp / options.mpp`` times coarser (``k`` rounded to an
-    integer so that ``k x k`` mask pixels tile one cell exactly; 4 when the resolution is unknown), and a cell holds tissue when any of its mask pixels does.
+    The mask is computed on the view ``s / k`` times coarser, ``k = s * view.mpp / options.mpp`` rounded to
+    an integer (4 when the resolution is unknown), so that ``k x k`` mask pixels tile one cell exactly; a
+    cell holds tissue when any of its mask pixels does.
 
     Returns:
         ``(thumbnail (h, w, 3) uint8, mask (h, w) bool, cells (rows, cols) bool)``.
