@@ -54,7 +54,8 @@ def test_equivariance_command(tmp_path, checkpoint, capsys):
 def test_stability_command_labels_synthetic_and_separates_the_models(tmp_path, checkpoint):
     out = tmp_path / "st"
     assert main(["analyze", "stability", "--model", str(checkpoint), "--model", "densenet", "--model-arg",
-                 "densenet:growth=2", "--model-arg", "densenet:stem=3", "--size", "128", "--rotations", "2", "--out", str(out)]) == 0
+                 "densenet:growth=2", "--model-arg", "densenet:stem=3", "--size", "128", "--rotations", "2",
+                 "--out", str(out)]) == 0
     saved = json.loads((out / "stability.json").read_text())
     assert saved["synthetic"] is True and saved["image_size"] == [128, 128]
     rows = {r["model"]: r for r in saved["stability"]}

@@ -45,7 +45,8 @@ def stability_table(results: dict) -> list[dict]:
             for name, rs in results.items()]
 
 
-def equivariance_table(models: dict, group="p4m", normalizations: dict | None = None, local: bool = False) -> list[dict]:
+def equivariance_table(models: dict, group="p4m", normalizations: dict | None = None,
+                       local: bool = False) -> list[dict]:
     """One row per model: its equivariance error over every element of ``group`` at its ``input_size``
     (float64, random input in [0, 1] after the model's normalisation) and where exactness is lost."""
     group = get_group(group)
@@ -108,7 +109,8 @@ def stability_section(models: dict, image: torch.Tensor, out_dir, *, normalizati
     lines += ["", f"{heading} Equivariance{label}", "",
               f"Relative error max |f(g x) - g f(x)| / max |f(x)| over the {group.order} elements of {group.name}, "
               "float64, at each model's input size (`equipath analyze equivariance` gives it layer by layer).", "",
-              "| model | group | max error | mean error | exact | first layer that is not |", "|---|---|---|---|---|---|"]
+              "| model | group | max error | mean error | exact | first layer that is not |",
+              "|---|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['model_group']} | {format_error(r['max_error'])} | {format_error(r['mean_error'])} "
               f"| {'yes' if r['exact'] else 'no'} | {r['first_broken'] or '-'} |" for r in equivariance]
     return "\n".join(lines) + "\n"

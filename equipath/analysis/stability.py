@@ -147,7 +147,8 @@ def group_stability(predictor, image: torch.Tensor, group="p4m", tissue: torch.T
 
 @torch.no_grad()
 def rotation_stability(predictor, image: torch.Tensor, n: int = 32, tissue: torch.Tensor | None = None,
-                       batch_size: int = 8, padding_mode: str = "reflection", progress: bool = False) -> StabilityResult:
+                       batch_size: int = 8, padding_mode: str = "reflection",
+                       progress: bool = False) -> StabilityResult:
     """Mean and std of ``R_-a predictor(R_a image)`` over the angles ``a`` of :func:`rotation_angles`.
 
     Args:
@@ -213,7 +214,8 @@ def stability_figure(image: torch.Tensor, results: dict, synthetic: bool, title:
         ax.contour(results[name][0].tissue.numpy().astype(float), levels=[0.5], colors="lime", linewidths=0.6)
         ax.set_title(f"{name}\nregion (tissue outlined)", fontsize=8)
         for j, r in enumerate(results[name]):
-            what = f"{r.count} rotations in [0, 90)" if r.transforms == "rotations" else f"{r.count} {r.transforms} elements"
+            what = (f"{r.count} rotations in [0, 90)" if r.transforms == "rotations"
+                    else f"{r.count} {r.transforms} elements")
             im = axes[i, 1 + 2 * j].imshow(r.mean.numpy(), vmin=0, vmax=1, cmap="viridis")
             axes[i, 1 + 2 * j].set_title(f"mean, {what}", fontsize=8)
             _colorbar(fig, im, axes[i, 1 + 2 * j])

@@ -1,9 +1,10 @@
 """``equipath analyze equivariance|stability|tta|efficiency|redundancy``: the papers' analyses as commands.
 
 Every command takes models as ``--model SPEC`` (repeatable): a checkpoint file (``best.pt``; its
-normalisation is applied) or a registered model name (random weights; ``--model-arg key=value`` sets its
-arguments, ``--model-arg densenet:growth=4`` those of one of them). Numbers go to JSON / CSV / markdown and figures to PNG in ``--out``; everything computed from
-synthetic data (or with models trained on it) is labelled SYNTHETIC.
+normalisation is applied) or a registered model name (random weights; ``--model-arg key=value`` sets the
+arguments of every named model, ``--model-arg densenet:growth=4`` those of one). Numbers go to JSON / CSV /
+markdown and figures to PNG in ``--out``; everything computed from synthetic data (or with models trained
+on it) is labelled SYNTHETIC. See docs/analysis.md.
 """
 
 import argparse
@@ -22,8 +23,8 @@ from equipath.analysis import (EfficiencyPlan, ModelRun, compare_tta, layer_repo
 from equipath.analysis.equivariance import equivariance_figure, format_error
 from equipath.analysis.io import SYNTHETIC_LABEL, save_figure, write_csv, write_json
 from equipath.analysis.maps import normalize
-from equipath.analysis.report import common_size
 from equipath.analysis.redundancy import redundancy_figure
+from equipath.analysis.report import common_size
 from equipath.analysis.tta import tta_figure
 from equipath.checkpoint import atomic_write, check_writable, load_model
 from equipath.cli.train import load_yaml
