@@ -140,6 +140,27 @@ def test_a_finished_run_refuses_a_different_config(straight_run, data_root):
         train(config)
 
 
+def test_segmentation_training_with_dice_ce(tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        config = TrainConfig.from_dict({
+            "model": "iso_unet", "model_kwargs": {"width": 4}, "loss": "dice_ce", "epochs": 2, "batch_size": 4,
+            "batches_per_epoch": 3, "progress": False, "out_dir": str(tmp_path / "seg"),
+            "data": {"dataset": "synthetic_segmentation", "patch_size": 32, "augment": ["d4", "noise"],
+                     "synthetic_size": {"train": 16, "valid": 4, "test": 4}}})
+        result = train(config)
+    finally:
+        torch.set_num_threads(threads)
+    assert [row["epoch"] for row in result.history] == [1, 2]
+    row = result.history[-1]
+    assert {"val_loss", "val_dice", "val_jaccard", "val_miou", "val_f1"} <= set(row)
+    assert "val_hausdorff" not in row  # distances are left to `equipath evaluate`
+    state = load_checkpoint(result.last)
+    assert state["task"] == "segmentation" and state["group"] == "p4m"
+    assert state["config"]["loss"] == "dice_ce" and len(state["normalization"]["mean"]) == 3
+
+
 def test_torchrun_two_gloo_processes_train_one_checkpoint(data_root, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

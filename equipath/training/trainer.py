@@ -76,12 +76,11 @@ def plateau_scheduler(optimizer, patience: int, factor: float):
                                                       threshold=0.0, cooldown=0)
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) and k != "model_kwargs"
-                   and k != "synthetic_size" else {prefix + k: v})
-    return out
+def _flatten(config: dict) -> dict:
+    """``{"lr": .., "data": {"root": ..}}`` -> ``{"lr": .., "data.root": ..}``."""
+    flat = {k: v for k, v in config.items() if k != "data"}
+    flat.update({f"data.{k}": v for k, v in config.get("data", {}).items()})
+    return flat
 
 
 def _resume_state(config: TrainConfig, out_dir: Path) -> dict | None:
@@ -110,8 +109,8 @@ class _Run:
         self.task = self.model.task
         self.train_set, self.val_set = build_datasets(config, self.model)
         self.val_indices = fixed_sample(len(self.val_set), config.data.val_samples, config.seed)
-        self.loss_name = config.loss or ("bce" if self.task == "classification" else "ce")
-        self.loss_fn = build_loss(self.loss_name, config.dice_weight, config.ce_weight)
+        loss = config.loss or ("bce" if self.task == "classification" else "ce")
+        self.loss_fn = build_loss(loss, config.dice_weight, config.ce_weight)
         if self.resume is not None:
             self.normalization = self.resume["normalization"]
         elif config.normalization_mean is not None and config.normalization_std is not None:
@@ -121,23 +120,24 @@ class _Run:
             self.normalization = {"mean": config.normalization_mean or mean, "std": config.normalization_std or std}
         device = world.device
         self.amp = config.amp and device.type == "cuda"
-        self.model.to(device)
-        if self.amp:
-            self.model.to(memory_format=torch.channels_last)
         self.mean = torch.tensor(self.normalization["mean"], device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(self.normalization["std"], device=device).view(1, 3, 1, 1)
-        self.net = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None) \
-            if world.size > 1 else self.model
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.scheduler = plateau_scheduler(self.optimizer, config.lr_patience, config.lr_factor)
         self.history, self.start_epoch = [], 0
         self.best_loss, self.best_epoch = math.inf, 0
         if self.resume is not None:
             self.model.load_state_dict(self.resume["state_dict"])
-            self.optimizer.load_state_dict(self.resume["optimizer"])
-            self.scheduler.load_state_dict(self.resume["scheduler"])
             self.history, self.start_epoch = list(self.resume["history"]), self.resume["epoch"]
             self.best_loss, self.best_epoch = self.resume["best_val_loss"], self.resume["best_epoch"]
+        self.model.to(device)
+        if self.amp:
+            self.model.to(memory_format=torch.channels_last)
+        self.net = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None) \
+            if world.size > 1 else self.model
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = plateau_scheduler(self.optimizer, config.lr_patience, config.lr_factor)
+        if self.resume is not None:
+            self.optimizer.load_state_dict(self.resume["optimizer"])
+            self.scheduler.load_state_dict(self.resume["scheduler"])
             log.info("resuming %s after epoch %d", self.out_dir / "last.pt", self.start_epoch)
 
     # ---------------------------------------------------------------------------------------------- steps
