@@ -29,6 +29,7 @@ from equipath.analysis.tta import tta_figure
 from equipath.checkpoint import atomic_write, check_writable, load_model
 from equipath.cli.train import load_yaml
 from equipath.data import PCamDataset, write_synthetic_pcam
+from equipath.data.pcam import pcam_path
 from equipath.data.synthetic import synthetic_tile
 from equipath.evaluation import EVAL_DATASETS, open_dataset
 from equipath.groups import GROUP_NAMES
@@ -172,7 +173,7 @@ def _tta(args) -> int:
         dataset = open_dataset(args.dataset, args.data, args.split)
     else:
         root = out / "data"
-        if not (root / "camelyonpatch_level_2_split_test_y.h5").is_file():
+        if not pcam_path(root, "test", "y").is_file() or len(PCamDataset(root, "test")) != args.synthetic_size:
             write_synthetic_pcam(root, {"test": args.synthetic_size}, seed=args.seed, progress=not args.no_progress)
         dataset = PCamDataset(root, "test")
     synthetic = bool(getattr(dataset, "synthetic", False)) or any(m.synthetic for m in models)
@@ -243,7 +244,7 @@ def _plan(args) -> EfficiencyPlan:
     entries = args.models or values.get("models") or []
     if not entries:
         raise ValueError("efficiency: give --models or `models` in the config")
-    out_dir = args.out or values.get("out_dir") or "runs/efficiency"
+    out_dir = args.out or values.get("out_dir") or "runs/analysis/efficiency"
     check_writable(out_dir)
     return EfficiencyPlan(models=tuple(_model_run(e, args.model_arg) for e in entries), base=base, out_dir=str(out_dir),
                           fractions=tuple(float(f) for f in (args.fractions or values.get("fractions")
@@ -268,7 +269,7 @@ def _efficiency(args) -> int:
 # -------------------------------------------------------------------------------------------- redundancy
 def _redundancy(args) -> int:
     models, out = _load_models(args), _out(args, "redundancy")
-    reports = {m.label: model_redundancy(m.model, args.group or "p4m", args.threshold) for m in models}
+    reports = {m.label: model_redundancy(m.model, args.group or "p4m", args.threshold, args.seed) for m in models}
     synthetic = any(m.synthetic for m in models)
     rows = [{"model": name, **row} for name, report in reports.items() for row in report.rows()]
     write_csv(out / "redundancy.csv", rows)
@@ -289,16 +290,17 @@ def _redundancy(args) -> int:
 
 # ------------------------------------------------------------------------------------------------ parser
 def _common(parser, models: bool = True) -> None:
+    parser.add_argument("--out", help="output folder (default: runs/analysis/<analysis>)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     if models:
         parser.add_argument("--model", action="append", metavar="SPEC",
                             help="a checkpoint file or a registered model name (repeat for several)")
         parser.add_argument("--model-arg", action="append", metavar="[MODEL:]KEY=VALUE",
                             help="argument of the named models, e.g. growth=8, or of one of them, e.g. "
                                  "densenet:growth=4 (repeatable)")
-    parser.add_argument("--out", help="output folder (default: runs/analysis/<command>)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of random inputs and synthetic data (default: 0)")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+        parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+        parser.add_argument("--seed", type=int, default=0,
+                            help="seed of random inputs, synthetic data and reference filters (default: 0)")
 
 
 def register(subparsers) -> None:
@@ -349,7 +351,8 @@ def register(subparsers) -> None:
     p.add_argument("--seeds", nargs="+", type=int, help="training seeds (default: 0 1 2)")
     p.add_argument("--metric", help="plotted test metric (default: auc or dice)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="training config key, dots for nesting, e.g. epochs=5 or data.synthetic_size.train=512")
+                   help="training config key, dots for nesting, e.g. epochs=5, device=cuda or "
+                        "data.synthetic_size.train=512")
     p.set_defaults(func=_efficiency)
 
     p = sub.add_parser("redundancy", help="fraction of filters close to a rotated / mirrored copy of another")
