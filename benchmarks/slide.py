@@ -85,11 +85,11 @@ def run_dense(args):
         model.forward_dense(torch.rand(1, 3, size, size, device=device))
     _sync(device)
     kwargs = dict(tile_cells=args.tile_cells, batch_size=args.batch_size, device=device, progress=False)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     prob = predict_dense(model, view, grid, cells, **kwargs)
     _sync(device)
-    seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "peak": _peak(device), "before": before, "prob": np.asarray(prob), "cells": cells,
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"seconds": seconds, "cpu": cpu, "peak": _peak(device), "before": before, "prob": np.asarray(prob), "cells": cells,
             "grid": grid, "tissue_s": tissue_s, "view_shape": view.shape, "device": str(device)}
 
 
