@@ -70,9 +70,10 @@ def _load_models(args) -> list[_Model]:
         path = Path(spec)
         if path.suffix in (".pt", ".pth") or path.is_file():
             model, state = load_model(path, map_location=device)
-            name = state["model"]["name"]
-            dataset = state.get("config", {}).get("data", {}).get("dataset", "")
-            entry = _Model(name, model, state["normalization"], str(dataset).startswith("synthetic"), str(path))
+            data = state.get("config", {}).get("data", {})
+            name = "+".join([state["model"]["name"], *data.get("augment", ())])  # densenet+d4: seed 000's DenseNet+
+            synthetic = str(data.get("dataset", "")).startswith("synthetic")
+            entry = _Model(name, model, state["normalization"], synthetic, str(path))
         else:
             model = create_model(spec, **_model_args(args.model_arg, spec)).to(device).eval()
             entry = _Model(spec, model, None, False, "random weights")
