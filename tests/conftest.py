@@ -5,6 +5,16 @@ import pytest
 import torch
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """The suite's models are tiny: one intra-op thread runs them fastest and leaves the other core to
+    the subprocesses some tests start (torchrun, the CLI, DataLoader workers)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything():
     """Every test starts from the same random state."""

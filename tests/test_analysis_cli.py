@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from PIL import Image
 
@@ -14,14 +13,6 @@ from equipath.cli import main
 from equipath.data import write_pcam
 from equipath.models import create_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread; two threads on a busy 2-core machine run 5x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 TINY = ["--model-arg", "growth=8", "--model-arg", "stem=1"]

@@ -8,19 +8,10 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 from equipath.analysis import EfficiencyPlan, ModelRun, run_efficiency, summarize
 from equipath.evaluation import evaluate_checkpoint
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread; two threads on a busy 2-core machine run 5x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 BASE = {"epochs": 1, "batch_size": 4, "batches_per_epoch": 1, "eval_batch_size": 8, "progress": False,

@@ -13,14 +13,6 @@ from equipath.nn import GroupBatchNorm, GroupConv2d, GroupPool, LiftingConv2d, P
 from equipath.testing import equivariance_error
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread; two threads on a busy 2-core machine run 5x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 class PlanarMix(nn.Module):
     """A deliberately non-equivariant block: a plain conv on the planar view of a group feature map."""

@@ -14,14 +14,6 @@ from equipath.models import create_model
 from equipath.nn import GroupConv2d, LiftingConv2d, fold_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread; two threads on a busy 2-core machine run 5x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_hand_computed_similarities():
     p4m = get_group("p4m")

@@ -5,21 +5,12 @@ import json
 from types import SimpleNamespace
 
 import pytest
-import torch
 
 from equipath import demo
 from equipath.analysis.report import common_size
 from equipath.checkpoint import save_checkpoint
 from equipath.models import create_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread; two threads on a busy 2-core machine run 5x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_demo_report_has_the_stability_figure_and_equivariance_table(tmp_path):

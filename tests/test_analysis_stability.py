@@ -15,14 +15,6 @@ from equipath.models import create_model
 from equipath.nn import LiftingConv2d, ProjectionConv2d
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread; two threads on a busy 2-core machine run 5x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 class TinySeg(nn.Module):
     """A two-class segmentation net, p4m-equivariant or (with group z2) a plain baseline."""

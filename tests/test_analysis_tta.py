@@ -16,14 +16,6 @@ from equipath.models import create_model
 from equipath.testing import equivariance_error
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread; two threads on a busy 2-core machine run 5x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_tta_is_the_average_of_the_transformed_predictions():
     p4m = get_group("p4m")
