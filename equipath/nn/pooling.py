@@ -5,7 +5,6 @@ commute with the regular action ``L_g`` (spatial pooling exactly when its grid i
 ``(H + 2 * padding - kernel_size) % stride == 0``).
 """
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 
