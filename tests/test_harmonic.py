@@ -142,8 +142,8 @@ def test_cross_order_streams_follow_the_law():
 def test_stack_of_every_layer_follows_the_law(training):
     orders = (0, 2)
     net = nn.Sequential(
-        HarmonicConv2d(3, 4, 5, 0, orders, padding=2), HarmonicAvgPool2d(2), HarmonicBatchNorm(4, 2),
-        MagnitudeReLU(4, 2), HarmonicResBlock(4, orders), HarmonicConv2d(4, 4, 3, orders, orders, padding=1),
+        HarmonicConv2d(3, 4, 5, 0, orders, padding=2), HarmonicAvgPool2d(2), HarmonicBatchNorm(4, orders),
+        MagnitudeReLU(4, orders), HarmonicResBlock(4, orders), HarmonicConv2d(4, 4, 3, orders, orders, padding=1),
     ).double()
     net.train(training)  # batch statistics are rotation invariant too
     x = torch.randn(3, 3, 16, 16, dtype=torch.float64)
@@ -152,20 +152,32 @@ def test_stack_of_every_layer_follows_the_law(training):
         assert (net(P4.transform(x, r)) - quarter_turn(y, orders, r)).abs().max() < 1e-11 * y.abs().max()
 
 
-def test_batch_norm_normalises_power_and_keeps_phase():
-    bn = HarmonicBatchNorm(3, 2)
-    x = torch.randn(8, 3, 2, 2, 6, 6) * torch.tensor([0.1, 5.0]).view(1, 1, 2, 1, 1, 1)
+def test_batch_norm_centres_order_0_normalises_power_and_keeps_phases():
+    bn = HarmonicBatchNorm(3, (0, 2))
+    x = torch.randn(8, 3, 2, 2, 6, 6) * torch.tensor([0.1, 5.0]).view(1, 1, 2, 1, 1, 1) + 3.0
     y = bn(x)
-    power = y.square().sum(3).mean((0, 3, 4))
-    assert torch.allclose(power, torch.ones(3, 2), atol=1e-3)
-    assert torch.allclose(torch.angle(as_complex(y)), torch.angle(as_complex(x)), atol=1e-5)
-    assert not torch.allclose(bn.running_power, torch.ones(3, 2))  # running statistics moved
+    assert torch.allclose(y[:, :, 0].mean((0, 3, 4)), torch.zeros(3, 2), atol=1e-5)  # order 0: centred
+    assert torch.allclose(y.square().sum(3).mean((0, 3, 4)), torch.ones(3, 2), atol=1e-3)  # unit power (eps aside)
+    assert torch.allclose(torch.angle(as_complex(y)[:, :, 1]), torch.angle(as_complex(x)[:, :, 1]), atol=1e-5)
+    assert bn.running_mean[:, 1].abs().max() == 0 and bn.running_mean[:, 0].abs().min() > 0.1
     bn.eval()
-    assert torch.allclose(bn(x) / x, (bn.weight / (bn.running_power + bn.eps).sqrt())[..., None, None, None].expand_as(x))
+    scale = (bn.weight / (bn.running_power + bn.eps).sqrt())[..., None, None, None]
+    assert torch.allclose(bn(x), (x - bn.running_mean[..., None, None]) * scale)
+
+
+def test_batch_norm_plain_average_with_momentum_none():
+    bn = HarmonicBatchNorm(2, 0, momentum=None)
+    batches = [torch.randn(4, 2, 1, 2, 5, 5) + i for i in range(3)]
+    for b in batches:
+        bn(b)
+    means = torch.stack([b.mean((0, 4, 5)) for b in batches]).mean(0)
+    assert int(bn.num_batches_tracked) == 3 and torch.allclose(bn.running_mean, means, atol=1e-6)
+    bn.reset_running_stats()
+    assert int(bn.num_batches_tracked) == 0 and bn.running_mean.abs().max() == 0
 
 
 def test_magnitude_relu_thresholds_magnitude_and_keeps_phase():
-    act = MagnitudeReLU(1, 1)
+    act = MagnitudeReLU(1, 0)
     with torch.no_grad():
         act.bias.fill_(-1.0)
     z = torch.tensor([0.5 + 0j, 2 * math.e ** (1j * 0.7), -3j]).view(1, 1, 1, 3, 1)
@@ -204,7 +216,7 @@ def test_bad_inputs_raise_value_errors():
     with pytest.raises(ValueError, match="expected a harmonic feature map"):
         conv(torch.randn(1, 2, 5, 5))  # planar input is only an order-0 stream
     with pytest.raises(ValueError, match="expected a harmonic feature map"):
-        HarmonicBatchNorm(2, 1)(torch.randn(1, 3, 1, 2, 4, 4))
+        HarmonicBatchNorm(2, 0)(torch.randn(1, 3, 1, 2, 4, 4))
 
 
 def test_rotate_matches_the_group_module_at_quarter_turns():
@@ -213,3 +225,18 @@ def test_rotate_matches_the_group_module_at_quarter_turns():
         assert torch.allclose(rotate(x, r * math.pi / 2), P4.transform(x, r), atol=1e-5)
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
         rotate(torch.rand(3, 10, 10), 0.3)
+
+
+def test_fused_pooling_equals_convolution_then_average_pooling():
+    x = torch.randn(2, 3, 2, 2, 12, 12, dtype=torch.float64)
+    fused = HarmonicConv2d(3, 4, 3, (0, 2), (0, 1), padding=1, pool=2).double()
+    plain = HarmonicConv2d(3, 4, 3, (0, 2), (0, 1), padding=1).double()
+    plain.load_state_dict(fused.state_dict())
+    expected = HarmonicAvgPool2d(2)(plain(x))
+    assert fused(x).shape == expected.shape == (2, 4, 2, 2, 6, 6)
+    assert torch.allclose(fused(x), expected, atol=1e-13)
+    image = torch.randn(2, 3, 12, 12, dtype=torch.float64)  # planar order-0 input, 5x5 -> 6x6 fused filter
+    lift = HarmonicConv2d(3, 4, 5, 0, 2, padding=2, pool=2).double()
+    assert lift(image).shape == (2, 4, 1, 2, 6, 6)
+    for r in range(4):
+        assert (lift(P4.transform(image, r)) - quarter_turn(lift(image), (2,), r)).abs().max() < 1e-12

@@ -94,8 +94,11 @@ class HarmonicConv2d(nn.Module):
         kernel_size: odd k (an even k has no centre tap and breaks the quarter-turn symmetry).
         in_orders, out_orders: rotation order(s) of the input and output streams, an int or a tuple of
             distinct ints (0 = invariant). Defaults to 0 and 0.
-        padding: zero padding on every side (stride 1, so every grid is symmetric; ``k // 2`` keeps the
-            size). Defaults to 0.
+        padding: zero padding on every side (``k // 2`` keeps the size). Defaults to 0.
+        pool: average-pool the output over ``pool x pool`` windows at stride ``pool`` (seed 003's
+            downsampling), fused into one ``(k + pool - 1)`` filter at stride ``pool``: the same numbers as
+            :class:`HarmonicAvgPool2d` after the convolution, without computing the full-resolution map.
+            Exact for quarter turns when ``(H + 2 * padding - k + 1) % pool == 0``. Defaults to 1.
 
     Shapes: ``(B, C_in, M_in, 2, H, W) -> (B, C_out, M_out, 2, H', W')``; with ``in_orders == (0,)`` a
     real planar map ``(B, C_in, H, W)`` is accepted as the order-0 stream (e.g. an image); ``weight`` is
@@ -109,12 +112,14 @@ class HarmonicConv2d(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, in_orders=0, out_orders=0,
-                 padding: int = 0):
+                 padding: int = 0, pool: int = 1):
         super().__init__()
         if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"HarmonicConv2d: kernel_size must be a positive odd int, got {kernel_size!r}")
-        self.in_channels, self.out_channels, self.kernel_size, self.padding = (
-            in_channels, out_channels, kernel_size, padding)
+        if not isinstance(pool, int) or pool < 1:
+            raise ValueError(f"HarmonicConv2d: pool must be a positive int, got {pool!r}")
+        self.in_channels, self.out_channels, self.kernel_size, self.padding, self.pool = (
+            in_channels, out_channels, kernel_size, padding, pool)
         self.in_orders = _orders(in_orders, "HarmonicConv2d in_orders")
         self.out_orders = _orders(out_orders, "HarmonicConv2d out_orders")
         n_rings = kernel_size // 2 + 1
@@ -133,7 +138,8 @@ class HarmonicConv2d(nn.Module):
         self.phase = nn.Parameter(torch.rand(out_channels, M_out, in_channels, M_in) * 2 * math.pi)
 
     def filter(self) -> torch.Tensor:
-        """The real filter bank ``(C_out * M_out * 2, C_in * M_in * 2, k, k)`` of the planar view."""
+        """The real filter bank ``(C_out * M_out * 2, C_in * M_in * 2, k', k')`` of the planar view
+        (``k' = k + pool - 1``)."""
         dtype = self.weight.dtype
         r_re = torch.einsum("oacbn,abnhw->oacbhw", self.weight, self._basis_re.to(dtype))
         r_im = torch.einsum("oacbn,abnhw->oacbhw", self.weight, self._basis_im.to(dtype))
@@ -141,21 +147,28 @@ class HarmonicConv2d(nn.Module):
         w_re, w_im = r_re * cos - r_im * sin, r_re * sin + r_im * cos  # (C_out, M_out, C_in, M_in, k, k)
         rows = [torch.stack([w_re, -w_im], 4), torch.stack([w_im, w_re], 4)]  # each (o, a, c, b, 2, k, k)
         w = torch.stack(rows, 2)  # (C_out, M_out, 2, C_in, M_in, 2, k, k): real block of a complex product
-        k = self.kernel_size
-        return w.reshape(self.out_channels * len(self.out_orders) * 2, self.in_channels * len(self.in_orders) * 2, k, k)
+        k, s = self.kernel_size, self.pool
+        w = w.reshape(self.out_channels * len(self.out_orders) * 2, self.in_channels * len(self.in_orders) * 2, k, k)
+        if s == 1:
+            return w
+        pooled = w.new_zeros(*w.shape[:2], k + s - 1, k + s - 1)  # W'[u] = mean over the window of W[u - a]
+        for a in range(s):
+            for b in range(s):
+                pooled[..., a:a + k, b:b + k] += w / s**2
+        return pooled
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 4 and self.in_orders == (0,) and x.shape[1] == self.in_channels:
             # a real planar map (B, C_in, H, W) is an order-0 stream with imaginary part 0: real columns only
-            y = F.conv2d(x, self.filter()[:, 0::2], None, 1, self.padding)
+            y = F.conv2d(x, self.filter()[:, 0::2], None, self.pool, self.padding)
         else:
             check_harmonic(type(self).__name__, x, self.in_channels, len(self.in_orders))
-            y = F.conv2d(x.flatten(1, 3), self.filter(), None, 1, self.padding)  # (B, C_out * M_out * 2, H', W')
+            y = F.conv2d(x.flatten(1, 3), self.filter(), None, self.pool, self.padding)  # (B, C_out * M_out * 2, H', W')
         return y.view(x.shape[0], self.out_channels, len(self.out_orders), 2, *y.shape[-2:])
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"in_orders={self.in_orders}, out_orders={self.out_orders}, padding={self.padding}")
+                f"in_orders={self.in_orders}, out_orders={self.out_orders}, padding={self.padding}, pool={self.pool}")
 
 
 class MagnitudeReLU(nn.Module):
@@ -163,60 +176,92 @@ class MagnitudeReLU(nn.Module):
     order (initialised to -0.5, below the unit RMS magnitude :class:`HarmonicBatchNorm` gives). The phase
     is kept and the new magnitude is a function of the old one, so the transformation law holds.
 
+    Args:
+        channels: complex channels C. orders: the rotation orders of the streams (int or tuple).
+
     Shapes: ``(B, C, M, 2, H, W) -> (B, C, M, 2, H, W)``; ``bias`` is ``(C, M)``.
 
     Example:
         >>> import torch
-        >>> MagnitudeReLU(4, 2)(torch.randn(2, 4, 2, 2, 5, 5)).shape
+        >>> MagnitudeReLU(4, (0, 2))(torch.randn(2, 4, 2, 2, 5, 5)).shape
         torch.Size([2, 4, 2, 2, 5, 5])
     """
 
-    def __init__(self, channels: int, n_orders: int):
+    def __init__(self, channels: int, orders):
         super().__init__()
-        self.channels, self.n_orders = channels, n_orders
-        self.bias = nn.Parameter(torch.full((channels, n_orders), -0.5))
+        self.orders = _orders(orders, "MagnitudeReLU orders")
+        self.channels = channels
+        self.bias = nn.Parameter(torch.full((channels, len(self.orders)), -0.5))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_harmonic(type(self).__name__, x, self.channels, self.n_orders)
+        check_harmonic(type(self).__name__, x, self.channels, len(self.orders))
         mag = magnitude(x, _EPS)  # (B, C, M, H, W)
         scale = F.relu(mag + self.bias[..., None, None]) / mag
         return x * scale.unsqueeze(3)
 
+    def extra_repr(self) -> str:
+        return f"{self.channels}, orders={self.orders}"
+
 
 class HarmonicBatchNorm(nn.Module):
-    """Harmonic batch normalisation: every stream is divided by the root mean square of its magnitude
-    over batch and space and multiplied by a learned ``gamma`` per channel and order,
+    """Harmonic batch normalisation: order-0 streams are centred (their batch mean is a rotation-invariant
+    constant), and every stream is divided by the root mean square of its magnitude over batch and space
+    and multiplied by a learned ``gamma`` per channel and order,
 
-        BN(F)_{c,m} = gamma_{c,m} F_{c,m} / sqrt(E_{B,H,W} |F_{c,m}|^2 + eps).
+        BN(F)_{c,m} = gamma_{c,m} (F_{c,m} - [m = 0] E_{B,H,W} F_{c,m}) / sqrt(E_{B,H,W} |F_{c,m} - ...|^2 + eps).
 
-    The statistic is rotation invariant and the scale is real and positive, so phases and the
-    transformation law are kept; no mean is subtracted (that would shift phases), the shift of the
-    magnitudes is the bias of :class:`MagnitudeReLU`. Running statistics as ``nn.BatchNorm2d``.
+    The statistics are rotation invariant and the scale is real and positive, so phases of order ``m != 0``
+    and the transformation law are kept (subtracting a constant from an order ``m != 0`` stream would break
+    it); the shift of the magnitudes is the bias of :class:`MagnitudeReLU`. Running statistics as
+    ``nn.BatchNorm2d``: an exponential average with ``momentum``, or with ``momentum=None`` the plain
+    average of every batch since ``reset_running_stats()``.
+
+    Args:
+        channels: complex channels C. orders: the rotation orders of the streams (int or tuple).
 
     Shapes: ``(B, C, M, 2, H, W) -> (B, C, M, 2, H, W)``.
 
     Example:
         >>> import torch
-        >>> HarmonicBatchNorm(4, 1)(torch.randn(8, 4, 1, 2, 5, 5)).shape
-        torch.Size([8, 4, 1, 2, 5, 5])
+        >>> HarmonicBatchNorm(4, (0, 2))(torch.randn(8, 4, 2, 2, 5, 5)).shape
+        torch.Size([8, 4, 2, 2, 5, 5])
     """
 
-    def __init__(self, channels: int, n_orders: int, eps: float = 1e-5, momentum: float = 0.1):
+    def __init__(self, channels: int, orders, eps: float = 1e-5, momentum: float | None = 0.1):
         super().__init__()
-        self.channels, self.n_orders, self.eps, self.momentum = channels, n_orders, eps, momentum
-        self.weight = nn.Parameter(torch.ones(channels, n_orders))
-        self.register_buffer("running_power", torch.ones(channels, n_orders))
+        self.orders = _orders(orders, "HarmonicBatchNorm orders")
+        self.channels, self.eps, self.momentum = channels, eps, momentum
+        M = len(self.orders)
+        self.weight = nn.Parameter(torch.ones(channels, M))
+        self.register_buffer("_centred", torch.tensor([m == 0 for m in self.orders]).view(1, M, 1), persistent=False)
+        self.register_buffer("running_mean", torch.zeros(channels, M, 2))
+        self.register_buffer("running_power", torch.ones(channels, M))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+
+    def reset_running_stats(self) -> None:
+        self.running_mean.zero_()
+        self.running_power.fill_(1.0)
+        self.num_batches_tracked.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_harmonic(type(self).__name__, x, self.channels, self.n_orders)
+        check_harmonic(type(self).__name__, x, self.channels, len(self.orders))
         if self.training:
-            power = x.square().sum(3).mean((0, 3, 4))  # (C, M): E |F|^2
+            mean = x.mean((0, 4, 5)) * self._centred  # (C, M, 2): mean of the order-0 streams, 0 elsewhere
+            x = x - mean[..., None, None]
+            power = x.square().sum(3).mean((0, 3, 4))  # (C, M): E |F - mean|^2
             with torch.no_grad():
-                self.running_power.lerp_(power.detach(), self.momentum)
+                self.num_batches_tracked += 1
+                weight = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                self.running_mean.lerp_(mean.detach(), weight)
+                self.running_power.lerp_(power.detach(), weight)
         else:
+            x = x - self.running_mean[..., None, None]
             power = self.running_power
         scale = self.weight / (power + self.eps).sqrt()
         return x * scale[..., None, None, None]
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, orders={self.orders}"
 
 
 class HarmonicAvgPool2d(nn.Module):
@@ -267,11 +312,10 @@ class HarmonicResBlock(nn.Module):
     def __init__(self, channels: int, orders, kernel_size: int = 3):
         super().__init__()
         orders = _orders(orders, "HarmonicResBlock orders")
-        M = len(orders)
         self.body = nn.Sequential(
-            HarmonicBatchNorm(channels, M), MagnitudeReLU(channels, M),
+            HarmonicBatchNorm(channels, orders), MagnitudeReLU(channels, orders),
             HarmonicConv2d(channels, channels, kernel_size, orders, orders, padding=kernel_size // 2),
-            HarmonicBatchNorm(channels, M), MagnitudeReLU(channels, M),
+            HarmonicBatchNorm(channels, orders), MagnitudeReLU(channels, orders),
             HarmonicConv2d(channels, channels, kernel_size, orders, orders, padding=kernel_size // 2),
         )
 
