@@ -9,7 +9,7 @@
    table, timings; every number measured in this run) and ``<out_dir>/report.json``.
 
 Every run retrains from scratch (``<out_dir>/runs`` is replaced); the data set is reused when present, as
-it is a deterministic function of its seed and sizes. On a 2-core CPU the defaults take about 8 minutes.
+it is a deterministic function of its seed and sizes. The defaults are sized to finish within 10 minutes on an unloaded 2-core CPU.
 
 Adding a section to the report: write ``def my_section(run: DemoRun) -> Section | None`` (it may save
 figures into ``run.out_dir`` and link them by file name) and append it to :data:`SECTIONS`.
@@ -66,7 +66,7 @@ class DemoConfig:
         baseline_augment: augmentation of the models without symmetry (group z2). Defaults to ``("d4",)``.
         fractions: data regimes of the training set. Defaults to ``(1.0, 0.25)``.
         n_train, n_valid, n_test: synthetic patches per split. Default to 2048, 256, 512.
-        epochs, batch_size, batches_per_epoch: training length. Default to 4, 32, 8.
+        epochs, batch_size, batches_per_epoch: training length. Default to 3, 32, 8.
         bootstrap: resamples of the test-metric intervals. Defaults to 2000 (seed 000).
         equivariance_patches: test patches of the equivariance check. Defaults to 16.
         seed: seeds data, initialisation and sampling. Defaults to 0.
@@ -82,7 +82,7 @@ class DemoConfig:
     n_train: int = 2048
     n_valid: int = 256
     n_test: int = 512
-    epochs: int = 4
+    epochs: int = 3
     batch_size: int = 32
     batches_per_epoch: int = 8
     bootstrap: int = 2000
@@ -321,7 +321,7 @@ def _fraction_figure(run: DemoRun) -> None:
         ax.set_xlabel("fraction of the training set")
         ax.set_title(f"test {label} (95% CI)")
     axes[0].legend(fontsize=8)
-    fig.suptitle("SYNTHETIC data: test metrics vs data fraction", fontsize=10)
+    fig.suptitle("SYNTHETIC data: test metrics vs data fraction", fontsize=10, y=1.03)
     save_figure(fig, run.out_dir / "metric_vs_fraction.png")
 
 

@@ -12,7 +12,8 @@ from equipath.models import create_model
 from equipath.training import TrainConfig, build_loss
 from equipath.training.sampling import EpochBatches, fixed_sample
 
-CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+# every `equipath train` config; configs/cells_*.yaml belong to `equipath cells` (equipath.cells)
+CONFIGS = sorted(p for p in (Path(__file__).parent.parent / "configs").glob("*.yaml") if not p.name.startswith("cells_"))
 
 
 # ----------------------------------------------------------------------------------------------------- config
