@@ -99,7 +99,8 @@ def _run_train(args) -> int:
     known = {**_keys(CellTrainConfig), "out_dir": None, "data": _DATA_DEFAULTS}
     values = _read_config(args.config, args.set, known)
     data = {**_DATA_DEFAULTS, **values.pop("data", {})}
-    out = Path(values.pop("out_dir", None) or args.out or f"runs/cells/{values.get('variant', 'inv-HNet')}")
+    config_out = values.pop("out_dir", None)
+    out = Path(args.out or config_out or f"runs/cells/{values.get('variant', 'inv-HNet')}")
     config = _build(CellTrainConfig, values, "cell training config")
     train, _ = load_cells(data["train"], data["n_train"], config.size, data["seed"])
     val, _ = load_cells(data["val"], data["n_val"], config.size, data["seed"] + 1)
@@ -137,7 +138,8 @@ def _run_evaluate(args) -> int:
 def _run_experiment(args) -> int:
     _threads(args)
     values = _read_config(args.config, args.set, {**_keys(CellExperimentConfig), "out_dir": None})
-    out = Path(values.pop("out_dir", None) or args.out or "runs/cells/experiment")
+    config_out = values.pop("out_dir", None)
+    out = Path(args.out or config_out or "runs/cells/experiment")
     config = _build(CellExperimentConfig, values, "cell experiment config")
     write_atomic(out / "config.yaml", yaml.safe_dump({**dataclasses.asdict(config), "variants": list(config.variants),
                                                       "weights": list(config.weights), "out_dir": str(out)},
@@ -175,7 +177,7 @@ def register(subparsers) -> None:
                                        "only). Writes config.yaml, model.pt and history.csv to out_dir.")
     train.add_argument("--config", help="YAML config (see configs/cells_*.yaml)")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key, e.g. epochs=3 or data.n_train=500")
-    train.add_argument("--out", help="output folder when the config has no out_dir (default: runs/cells/<variant>)")
+    train.add_argument("--out", help="output folder, overriding the config's out_dir (default: runs/cells/<variant>)")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.add_argument("--threads", type=_positive, help="torch CPU threads (default: torch's choice)")
     train.set_defaults(func=_run_train)
@@ -197,7 +199,7 @@ def register(subparsers) -> None:
                                 description="Keys: the fields of equipath.cells.CellExperimentConfig and out_dir.")
     experiment.add_argument("--config", help="YAML config (see configs/cells_experiment.yaml)")
     experiment.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key, e.g. epochs=3")
-    experiment.add_argument("--out", help="output folder when the config has no out_dir (default: runs/cells/experiment)")
+    experiment.add_argument("--out", help="output folder, overriding the config's out_dir (default: runs/cells/experiment)")
     experiment.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     experiment.add_argument("--threads", type=_positive, help="torch CPU threads (default: torch's choice)")
     experiment.set_defaults(func=_run_experiment)
