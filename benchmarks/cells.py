@@ -102,8 +102,8 @@ def main() -> None:
     x = torch.rand(args.batch, 3, 32, 32)
     modules = {
         "plain encoder (baseline, only-STN)": PlainEncoder(16, 8, 32),
-        "harmonic encoder, orders (0,) (inv-HNet)": HarmonicEncoder(16, 8, (0,)),
-        "harmonic encoder, orders (0, 2) (equ-HNet)": HarmonicEncoder(16, 8, (0, 2)),
+        "harmonic encoder, orders (0,) (inv-HNet)": HarmonicEncoder(16, 8, (0,), (0,)),
+        "harmonic encoder, orders (0, 2) (equ-HNet)": HarmonicEncoder(16, 8, (0, 2), (0, 2)),
         "spatial transformer": SpatialTransformer(),
     }
     print("\n1. training throughput (forward + backward)")
