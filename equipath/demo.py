@@ -65,10 +65,10 @@ class DemoConfig:
         model_kwargs: ``{model: kwargs}`` (e.g. narrower models for a test). Defaults to the papers' sizes.
         baseline_augment: augmentation of the models without symmetry (group z2). Defaults to ``("d4",)``.
         fractions: data regimes of the training set. Defaults to ``(1.0, 0.25)``.
-        n_train, n_valid, n_test: synthetic patches per split. Default to 2048, 256, 512.
+        n_train, n_valid, n_test: synthetic patches per split. Default to 2048, 128, 512.
         epochs, batch_size, batches_per_epoch: training length. Default to 3, 32, 8.
         bootstrap: resamples of the test-metric intervals. Defaults to 2000 (seed 000).
-        equivariance_patches: test patches of the equivariance check. Defaults to 16.
+        equivariance_patches: test patches of the equivariance check. Defaults to 8.
         seed: seeds data, initialisation and sampling. Defaults to 0.
         device: ``auto``, ``cpu`` or ``cuda``. Defaults to ``auto``.
         progress: progress bars. Defaults to True.
@@ -80,13 +80,13 @@ class DemoConfig:
     baseline_augment: tuple = ("d4",)
     fractions: tuple = (1.0, 0.25)
     n_train: int = 2048
-    n_valid: int = 256
+    n_valid: int = 128
     n_test: int = 512
     epochs: int = 3
     batch_size: int = 32
     batches_per_epoch: int = 8
     bootstrap: int = 2000
-    equivariance_patches: int = 16
+    equivariance_patches: int = 8
     seed: int = 0
     device: str = "auto"
     progress: bool = True
