@@ -7,7 +7,7 @@ Example:
     >>> report = Report("Results", banner="SYNTHETIC DATA")
     >>> report.add_section("Metrics", markdown_table(["model", "AUC"], [["p4m_densenet", 0.91]]))
     >>> path = report.write(Path(tempfile.mkdtemp()) / "report.md")
-    >>> print(path.read_text().splitlines()[4])
+    >>> print(path.read_text().splitlines()[6])
     | model | AUC |
 """
 
