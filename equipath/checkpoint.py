@@ -14,16 +14,16 @@ A checkpoint is a dict of tensors and plain Python values:
 """
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 
 from equipath import __version__
+from equipath.atomic import atomic_write
 from equipath.models import create_model
 
-__all__ = ["save_checkpoint", "load_checkpoint", "load_model", "atomic_write", "check_writable"]
+__all__ = ["save_checkpoint", "load_checkpoint", "load_model", "check_writable"]
 
 FORMAT = 1
 
@@ -38,26 +38,6 @@ def check_writable(folder) -> None:
         raise OSError(f"output folder {folder}: {parent} is not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OSError(f"output folder {folder} is not writable ({parent} does not allow writing)")
-
-
-def atomic_write(path, content) -> Path:
-    """Write ``content`` to ``path`` atomically: into a temporary file in the same folder, then renamed, so
-    a reader (or a killed writer) never sees a half-written file. ``content`` is ``str``, ``bytes``, or a
-    callable that writes to the binary file object it is given."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if callable(content):
-                content(f)
-            else:
-                f.write(content.encode() if isinstance(content, str) else content)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def save_checkpoint(path, model: torch.nn.Module, *, name: str, kwargs: dict, normalization: dict,

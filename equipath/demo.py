@@ -34,7 +34,8 @@ import torch
 from equipath import __version__
 from equipath.analysis import stability_section
 from equipath.analysis.report import common_size
-from equipath.checkpoint import atomic_write, check_writable, load_model
+from equipath.atomic import atomic_write
+from equipath.checkpoint import check_writable, load_model
 from equipath.data import PCamDataset, write_synthetic_pcam
 from equipath.data.pcam import pcam_path
 from equipath.data.synthetic import synthetic_tile

@@ -8,7 +8,8 @@ from monai.transforms.post.array import ProbNMS
 from PIL import Image
 
 from equipath.wsi.detection import read_detections_csv, square_nms, write_detections_csv
-from equipath.wsi.outputs import atomic_path, write_geojson, write_heatmap_png, write_pyramidal_tiff
+from equipath.atomic import atomic_path
+from equipath.wsi.outputs import write_geojson, write_heatmap_png, write_pyramidal_tiff
 from equipath.wsi.reader import open_slide
 
 pytestmark = pytest.mark.wsi

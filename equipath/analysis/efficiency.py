@@ -30,7 +30,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from equipath.analysis.io import SYNTHETIC_LABEL, save_figure, write_csv, write_json
-from equipath.checkpoint import atomic_write, load_model
+from equipath.atomic import atomic_write
+from equipath.checkpoint import load_model
 from equipath.data import REGIME_FRACTIONS, PCamDataset, SyntheticSegmentation
 from equipath.evaluation import evaluate_model, open_dataset
 from equipath.training import TrainConfig, train

@@ -1,4 +1,4 @@
-"""Writers for the analyses' outputs on top of :func:`equipath.checkpoint.atomic_write`: every file
+"""Writers for the analyses' outputs on top of :func:`equipath.atomic.atomic_write`: every file
 appears whole or not at all, so an interrupted run never leaves a half-written table or figure.
 
 Example:
@@ -15,7 +15,7 @@ import json
 import math
 from pathlib import Path
 
-from equipath.checkpoint import atomic_write
+from equipath.atomic import atomic_write
 
 __all__ = ["write_json", "write_csv", "save_figure", "SYNTHETIC_LABEL"]
 

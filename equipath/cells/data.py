@@ -16,14 +16,13 @@ Example:
     ((6, 3, 32, 32), [0, 1, 2, 3, 4, 5], ('band', 'eosinophil'))
 """
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from equipath.atomic import atomic_path
 from equipath.cells.synthetic import CELL_TYPES, make_cell_patches
 
 __all__ = ["SYNTHETIC", "load_cells", "read_cell_folder", "write_cell_folder"]
@@ -86,11 +85,9 @@ def write_cell_folder(root, images: np.ndarray, labels: np.ndarray, class_names=
     for i, (image, label) in enumerate(zip(images, labels)):
         folder = root / class_names[int(label)]
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp", suffix=".png", dir=folder)
-        os.close(fd)
         pixels = np.round(np.clip(image, 0, 1).transpose(1, 2, 0) * 255).astype(np.uint8)
-        Image.fromarray(pixels).save(tmp, format="PNG")
-        os.replace(tmp, folder / f"{i:06d}.png")
+        with atomic_path(folder / f"{i:06d}.png") as tmp:
+            Image.fromarray(pixels).save(tmp, format="PNG")
     return root
 
 

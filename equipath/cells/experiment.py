@@ -16,19 +16,18 @@ import csv
 import io
 import json
 import logging
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 
+from equipath.atomic import atomic_write
 from equipath.cells.data import SYNTHETIC, load_cells
 from equipath.cells.evaluation import evaluate_cell_vae
 from equipath.cells.train import CellTrainConfig, save_cell_vae, train_cell_vae
 from equipath.cells.vae import VARIANTS
 
-__all__ = ["CellExperimentConfig", "run_experiment", "format_table", "write_atomic"]
+__all__ = ["CellExperimentConfig", "run_experiment", "format_table"]
 
 log = logging.getLogger(__name__)
 
@@ -95,21 +94,6 @@ class CellExperimentConfig:
                                patience=self.patience, seed=self.seed, device=self.device)
 
 
-def write_atomic(path, data: str | bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 _COLUMNS = ("variant", "rotation_weight", "kl_rotation", "ssim", "f1_mean", "f1_std", "best_epoch", "epochs_run",
             "train_seconds")
 
@@ -158,17 +142,17 @@ def _plot(rows: list[dict], path: Path) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
-    write_atomic(path, buffer.getvalue())
+    atomic_write(path, buffer.getvalue())
 
 
 def _write(rows: list[dict], config: CellExperimentConfig, out: Path) -> None:
-    write_atomic(out / "results.json", json.dumps({"label": LABEL, "config": asdict(config), "runs": rows}, indent=1))
+    atomic_write(out / "results.json", json.dumps({"label": LABEL, "config": asdict(config), "runs": rows}, indent=1))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=_COLUMNS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    write_atomic(out / "results.csv", buffer.getvalue())
-    write_atomic(out / "results.md", format_table(rows))
+    atomic_write(out / "results.csv", buffer.getvalue())
+    atomic_write(out / "results.md", format_table(rows))
 
 
 def run_experiment(config: CellExperimentConfig, out_dir, progress: bool = True) -> list[dict]:

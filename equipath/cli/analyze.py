@@ -26,7 +26,8 @@ from equipath.analysis.maps import normalize
 from equipath.analysis.redundancy import redundancy_figure
 from equipath.analysis.report import common_size
 from equipath.analysis.tta import tta_figure
-from equipath.checkpoint import atomic_write, check_writable, load_model
+from equipath.atomic import atomic_write
+from equipath.checkpoint import check_writable, load_model
 from equipath.cli.train import load_yaml
 from equipath.data import PCamDataset, write_synthetic_pcam
 from equipath.data.pcam import pcam_path

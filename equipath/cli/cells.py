@@ -22,7 +22,8 @@ from PIL import Image
 
 from equipath.cells.data import SYNTHETIC, load_cells, write_cell_folder
 from equipath.cells.evaluation import evaluate_cell_vae
-from equipath.cells.experiment import LABEL, CellExperimentConfig, format_table, run_experiment, write_atomic
+from equipath.atomic import atomic_write
+from equipath.cells.experiment import LABEL, CellExperimentConfig, format_table, run_experiment
 from equipath.cells.synthetic import CELL_TYPES, make_cell_patches
 from equipath.cells.train import CellTrainConfig, load_cell_vae, save_cell_vae, train_cell_vae
 from equipath.cli.train import load_yaml
@@ -83,8 +84,8 @@ def _run_synth(args) -> int:
     grid = np.round(np.concatenate(rows, 1).transpose(1, 2, 0) * 255).astype(np.uint8)  # (6 S, k S, 3)
     buffer = io.BytesIO()
     Image.fromarray(grid).save(buffer, format="PNG")
-    preview = write_atomic(out / "preview.png", buffer.getvalue())
-    write_atomic(out / "README.txt", f"{LABEL}\nrows of preview.png, top to bottom: {', '.join(CELL_TYPES)}\n")
+    preview = atomic_write(out / "preview.png", buffer.getvalue())
+    atomic_write(out / "README.txt", f"{LABEL}\nrows of preview.png, top to bottom: {', '.join(CELL_TYPES)}\n")
     print(f"wrote {len(images)} SYNTHETIC cell patches to {out}/<class>/ and a preview to {preview}")
     return 0
 
@@ -105,11 +106,11 @@ def _run_train(args) -> int:
     train, _ = load_cells(data["train"], data["n_train"], config.size, data["seed"])
     val, _ = load_cells(data["val"], data["n_val"], config.size, data["seed"] + 1)
     resolved = {**dataclasses.asdict(config), "out_dir": str(out), "data": data}
-    write_atomic(out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    atomic_write(out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     result = train_cell_vae(train, val, config, progress=not args.no_progress)
     checkpoint = save_cell_vae(out / "model.pt", result.model, config, result.history)
     lines = [",".join(result.history[0])] + [",".join(f"{v:g}" for v in row.values()) for row in result.history]
-    write_atomic(out / "history.csv", "\n".join(lines) + "\n")
+    atomic_write(out / "history.csv", "\n".join(lines) + "\n")
     best = result.history[result.best_epoch - 1]
     synthetic = " (SYNTHETIC data)" if SYNTHETIC in (data["train"], data["val"]) else ""
     print(f"{config.variant} w={config.rotation_weight:g}: best validation loss {best['val_loss']:.2f} at epoch "
@@ -128,7 +129,7 @@ def _run_evaluate(args) -> int:
     report = {"checkpoint": str(args.checkpoint), "model": state["model"], "test": args.test, "labelled": args.labelled,
               "label": LABEL if synthetic else "user data", **metrics}
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / "metrics.json"
-    write_atomic(out, json.dumps(report, indent=1))
+    atomic_write(out, json.dumps(report, indent=1))
     print(f"{'SYNTHETIC ' if synthetic else ''}{state['model']['kwargs']['variant']}: KL under rotation "
           f"{metrics['kl_rotation']:.4f}, SSIM {metrics['ssim']:.4f}, macro F1 {metrics['f1_mean']:.4f} "
           f"± {metrics['f1_std']:.4f} ({args.folds}-fold); wrote {out}")
@@ -141,7 +142,7 @@ def _run_experiment(args) -> int:
     config_out = values.pop("out_dir", None)
     out = Path(args.out or config_out or "runs/cells/experiment")
     config = _build(CellExperimentConfig, values, "cell experiment config")
-    write_atomic(out / "config.yaml", yaml.safe_dump({**dataclasses.asdict(config), "variants": list(config.variants),
+    atomic_write(out / "config.yaml", yaml.safe_dump({**dataclasses.asdict(config), "variants": list(config.variants),
                                                       "weights": list(config.weights), "out_dir": str(out)},
                                                      sort_keys=False))
     rows = run_experiment(config, out, progress=not args.no_progress)

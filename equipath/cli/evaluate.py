@@ -5,7 +5,8 @@ import json
 import math
 from pathlib import Path
 
-from equipath.checkpoint import atomic_write, check_writable
+from equipath.atomic import atomic_write
+from equipath.checkpoint import check_writable
 from equipath.evaluation import EVAL_DATASETS, evaluate_checkpoint
 from equipath.training.distributed import resolve_device
 

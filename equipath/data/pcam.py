@@ -37,7 +37,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from equipath.data._io import atomic_path
+from equipath.atomic import atomic_path
 
 __all__ = ["PCamDataset", "PCamWriter", "write_pcam", "pcam_path", "PCAM_SPLITS", "PCAM_SIZES"]
 

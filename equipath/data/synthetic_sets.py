@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from equipath import __version__
-from equipath.data._io import atomic_path
+from equipath.atomic import atomic_path
 from equipath.data.pcam import PCAM_SPLITS, PCamWriter, pcam_path
 from equipath.data.synthetic import CENTRE, SLIDE_SIZE, synthetic_patch, synthetic_tile, tile_shape
 

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from equipath.checkpoint import atomic_write
+from equipath.atomic import atomic_write
 
 __all__ = ["Report", "Section", "markdown_table", "format_value", "save_figure"]
 

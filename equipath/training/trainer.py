@@ -39,7 +39,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from equipath.checkpoint import atomic_write, check_writable, load_checkpoint, save_checkpoint
+from equipath.atomic import atomic_write
+from equipath.checkpoint import check_writable, load_checkpoint, save_checkpoint
 from equipath.evaluation import ClassificationMetric, SegmentationMetric
 from equipath.evaluation.base import concat_records
 from equipath.models import create_model

@@ -20,7 +20,7 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 from skimage.draw import polygon as fill_polygon
 
-from equipath.wsi.outputs import atomic_path
+from equipath.atomic import atomic_path
 
 __all__ = ["Annotation", "read_asap_xml", "write_asap_xml", "rasterize", "EXCLUDE_GROUPS"]
 

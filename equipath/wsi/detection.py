@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from equipath.wsi.outputs import atomic_path
+from equipath.atomic import atomic_path
 
 __all__ = ["square_nms", "write_detections_csv", "read_detections_csv"]
 

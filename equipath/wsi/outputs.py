@@ -17,9 +17,6 @@ Example:
 """
 
 import json
-import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -28,26 +25,11 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 from skimage.measure import approximate_polygon, find_contours
 
+from equipath.atomic import atomic_path
 from equipath.wsi.tissue import resize_nearest
 
-__all__ = ["atomic_path", "write_json", "colorize", "write_heatmap_png", "write_pyramidal_tiff",
+__all__ = ["write_json", "colorize", "write_heatmap_png", "write_pyramidal_tiff",
            "write_geojson", "write_png"]
-
-
-@contextmanager
-def atomic_path(path: str | Path):
-    """Yield a temporary path beside ``path``; on success it replaces ``path``, on error it is removed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_json(path, data) -> Path:
