@@ -1,6 +1,6 @@
 """The ``equipath`` command line. Each subcommand lives in its own module of this package and exposes
 ``register(subparsers)``, which adds its parser and sets ``func(args) -> int``; every module here is
-registered, in alphabetical order.
+registered, in alphabetical order, except those whose name starts with ``_`` (shared helpers).
 
 User errors (bad files, bad arguments) end the program with one line on stderr and exit status 2, never
 a traceback; everything else is a bug and keeps its traceback.
@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):  # shared helpers (e.g. _options), not commands
+            continue
         importlib.import_module(f"{__name__}.{info.name}").register(sub)
     return parser
 
