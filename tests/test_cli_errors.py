@@ -40,7 +40,7 @@ def out(tmp_path):
 
 
 def _train(config, out, *extra):
-    return ["train", "--config", config, "--out_dir", str(out), "--progress", "false", *extra]
+    return ["train", "--config", config, "--out", str(out), "--no-progress", *extra]
 
 
 def test_missing_config_file(capsys, tmp_path, out):
@@ -55,9 +55,9 @@ def test_invalid_yaml(capsys, tmp_path, out):
     ("model: densenet\nlearning_rate: 0.1\n", [], "unknown key 'learning_rate'; valid keys: model, model_kwargs"),
     ("model: densenet\ndata:\n  rooot: x\n", [], "unknown key 'data.rooot'"),
     ("model: densenet\nepochs: many\n", [], "epochs must be an integer, got 'many'"),
-    ("model: densenet\n", ["--learning_rate", "0.1"], "unknown config key --learning_rate"),
-    ("model: densenet\n", ["--lr", "fast"], "lr must be a number, got 'fast'"),
-    ("model: densenet\n", ["--data.fraction", "2"], "data.fraction must be positive and at most 1"),
+    ("model: densenet\n", ["--set", "learning_rate=0.1"], "--set learning_rate: unknown config key"),
+    ("model: densenet\n", ["--set", "lr=fast"], "lr must be a number, got 'fast'"),
+    ("model: densenet\n", ["--set", "data.fraction=2"], "data.fraction must be positive and at most 1"),
 ])
 def test_unknown_or_ill_typed_config_key(capsys, tmp_path, out, text, extra, fragment):
     _fails(capsys, _train(_config(tmp_path, text), out, *extra), fragment)
@@ -167,7 +167,7 @@ def test_demo_refuses_a_folder_that_is_not_its_own(capsys, tmp_path):
 def test_a_real_process_prints_exactly_one_line(tmp_path):
     """Through a fresh interpreter (logging configured as for a user): stderr is the one error line."""
     config = _config(tmp_path, "model: resnet50\n")
-    proc = subprocess.run([sys.executable, "-m", "equipath", "train", "--config", config, "--out_dir",
+    proc = subprocess.run([sys.executable, "-m", "equipath", "train", "--config", config, "--out",
                            str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]

@@ -16,9 +16,10 @@ from equipath.data import PCamDataset, write_synthetic_pcam
 from equipath.training import TrainConfig, train
 from equipath.training.trainer import plateau_scheduler
 
-TINY = ["--model", "densenet", "--model_kwargs.growth", "2", "--batch_size", "8", "--batches_per_epoch", "3",
-        "--eval_batch_size", "32", "--data.val_samples", "32", "--lr", "3e-3", "--lr_patience", "1",
-        "--progress", "false", "--data.synthetic_size", "{train: 96, valid: 32, test: 32}"]
+TINY = ["--set", "model=densenet", "--set", "model_kwargs.growth=2", "--batch-size", "8",
+        "--set", "batches_per_epoch=3", "--set", "eval_batch_size=32", "--set", "data.val_samples=32",
+        "--set", "lr=3e-3", "--set", "lr_patience=1", "--no-progress",
+        "--set", "data.synthetic_size={train: 96, valid: 32, test: 32}"]
 EPOCHS = 3
 
 
@@ -43,7 +44,7 @@ def data_root(tmp_path_factory):
 def straight_run(data_root, tmp_path_factory):
     """An uninterrupted run of EPOCHS epochs, through the command line."""
     out = tmp_path_factory.mktemp("straight") / "run"
-    proc = subprocess.run(_cli("--data.root", str(data_root), "--out_dir", str(out), "--epochs", str(EPOCHS)),
+    proc = subprocess.run(_cli("--set", f"data.root={data_root}", "--out", str(out), "--set", f"epochs={EPOCHS}"),
                           env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return out
@@ -111,7 +112,7 @@ def _rows(out):
 
 def test_resume_after_a_kill_gives_the_uninterrupted_result(straight_run, data_root, tmp_path):
     out = tmp_path / "run"
-    cmd = _cli("--data.root", str(data_root), "--out_dir", str(out), "--epochs", str(EPOCHS))
+    cmd = _cli("--set", f"data.root={data_root}", "--out", str(out), "--set", f"epochs={EPOCHS}")
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
     while _rows(out) < 1 and proc.poll() is None and time.monotonic() < deadline:
@@ -164,8 +165,8 @@ def test_segmentation_training_with_dice_ce(tmp_path):
 def test_torchrun_two_gloo_processes_train_one_checkpoint(data_root, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "equipath", "train", *TINY, "--data.root", str(data_root), "--out_dir", str(out),
-           "--epochs", "2", "--device", "cpu"]
+           "-m", "equipath", "train", *TINY, "--set", f"data.root={data_root}", "--out", str(out),
+           "--set", "epochs=2", "--device", "cpu"]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "rank 0 of 2 on cpu (gloo)" in proc.stderr and "rank 1 of 2 on cpu (gloo)" in proc.stderr

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from equipath.cli.train import parse_overrides, resolve_config
+from equipath.cli._options import parse_sets
+from equipath.cli.train import resolve_config
 from equipath.models import create_model
 from equipath.training import TrainConfig, build_loss
 from equipath.training.sampling import EpochBatches, fixed_sample
@@ -53,16 +54,16 @@ def test_config_round_trips_through_a_plain_dict():
 def test_command_line_overrides(tmp_path):
     yaml_file = tmp_path / "c.yaml"
     yaml_file.write_text("model: densenet\nlr: 1e-3\ndata:\n  dataset: synthetic_pcam\n")
-    overrides = parse_overrides(["--lr", "1e-4", "--data.augment", "d4,noise", "--model_kwargs.growth", "8",
-                                 "--data.root=/data/x y", "--data.val_samples", "null", "--progress", "false"])
+    overrides = parse_sets(["lr=1e-4", "data.augment=d4,noise", "model_kwargs.growth=8",
+                            "data.root=/data/x y", "data.val_samples=null", "progress=false"])
     config = resolve_config(yaml_file, overrides)
     assert config.lr == 1e-4 and config.data.augment == ("d4", "noise") and config.model_kwargs == {"growth": 8}
     assert config.data.root == "/data/x y" and config.data.val_samples is None and config.progress is False
     assert resolve_config(yaml_file, {}).lr == 1e-3  # YAML 1.2 floats: 1e-3 is a number
-    with pytest.raises(ValueError, match=r"unknown config key --learning_rate"):
+    with pytest.raises(ValueError, match=r"--set learning_rate: unknown config key 'learning_rate'"):
         resolve_config(yaml_file, {"learning_rate": "1"})
-    with pytest.raises(ValueError, match=r"--lr needs a value"):
-        parse_overrides(["--lr"])
+    with pytest.raises(ValueError, match=r"--set lr: expected KEY=VALUE"):
+        parse_sets(["lr"])
     with pytest.raises(ValueError, match=r"epochs must be an integer, got 'ten'"):
         resolve_config(yaml_file, {"epochs": "ten"})
 

@@ -28,7 +28,7 @@ from equipath.analysis.report import common_size
 from equipath.analysis.tta import tta_figure
 from equipath.atomic import atomic_write
 from equipath.checkpoint import check_writable, load_model
-from equipath.cli.train import load_yaml
+from equipath.training.config import load_yaml
 from equipath.data import PCamDataset, write_synthetic_pcam
 from equipath.data.pcam import pcam_path
 from equipath.data.synthetic import synthetic_tile

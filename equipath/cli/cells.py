@@ -26,7 +26,7 @@ from equipath.atomic import atomic_write
 from equipath.cells.experiment import LABEL, CellExperimentConfig, format_table, run_experiment
 from equipath.cells.synthetic import CELL_TYPES, make_cell_patches
 from equipath.cells.train import CellTrainConfig, load_cell_vae, save_cell_vae, train_cell_vae
-from equipath.cli.train import load_yaml
+from equipath.training.config import load_yaml
 
 _DATA_DEFAULTS = {"train": SYNTHETIC, "val": SYNTHETIC, "n_train": 800, "n_val": 300, "seed": 0}
 

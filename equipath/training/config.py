@@ -16,14 +16,18 @@ Example:
 """
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
+import yaml
+
 from equipath.data.augment import AUGMENTATIONS
 
-__all__ = ["DataConfig", "TrainConfig", "field_type"]
+__all__ = ["DataConfig", "TrainConfig", "field_type", "load_yaml", "read_config_file", "build_config",
+           "apply_overrides"]
 
 DATASETS = ("pcam", "synthetic_pcam", "segmentation", "synthetic_segmentation", "ocelot")
 
@@ -246,3 +250,80 @@ def _build(cls, values, prefix: str):
     if missing:
         raise ValueError(f"config: missing required key(s) {', '.join(prefix + m for m in missing)}")
     return cls(**kwargs)
+
+
+def build_config(cls, values, prefix: str = ""):
+    """The dataclass ``cls`` built from a plain dict (nested dicts for nested dataclasses), rejecting unknown
+    keys (naming the valid ones), missing required keys and ill-typed values (naming the expected type).
+    Every config of the package (training, cells, demo) is built by this one function."""
+    return _build(cls, values, prefix)
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """YAML 1.2 floats: ``1e-3`` is a number (PyYAML's YAML 1.1 reads it as a string)."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+               |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+               |\.[0-9_]+(?:[eE][-+][0-9]+)?
+               |[-+]?\.(?:inf|Inf|INF)
+               |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str, source: str):
+    """Parse YAML text; ``ValueError`` naming ``source`` when it is not valid YAML."""
+    try:
+        return yaml.load(text, Loader=_YamlLoader)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from None
+
+
+def read_config_file(path) -> dict:
+    """The mapping of config keys in a YAML file (empty file: ``{}``); ``FileNotFoundError`` / ``ValueError``
+    naming the file when it is missing, not YAML or not a mapping."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    values = load_yaml(path.read_text(), str(path)) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping of config keys, got {type(values).__name__}")
+    return values
+
+
+def _override_value(cls, key: str, text: str):
+    """The value of ``--set key=text``: raw text for string keys, YAML for the rest (a comma list for lists);
+    keys inside a ``dict`` field (``model_kwargs.growth``) are YAML."""
+    head = key.split(".")[0]
+    hints = typing.get_type_hints(cls)
+    if head not in hints:
+        raise ValueError(f"--set {key}: unknown config key {head!r}; valid keys: {', '.join(hints)}")
+    try:
+        tp = dict if hints[head] is dict and "." in key else field_type(cls, key)
+    except KeyError as exc:
+        raise ValueError(f"--set {key}: {exc.args[0]}") from None
+    members = typing.get_args(tp) if isinstance(tp, types.UnionType) else (tp,)
+    if str in members and text not in ("null", "~"):
+        return text
+    if any(typing.get_origin(m) is tuple for m in members) and not text.lstrip().startswith("["):
+        return [load_yaml(part, f"--set {key}") for part in text.split(",") if part.strip()]
+    return load_yaml(text, f"--set {key}")
+
+
+def apply_overrides(values: dict, overrides: dict, cls) -> dict:
+    """``values`` with each ``{dotted_key: text}`` of ``--set KEY=VALUE`` set in it, typed by ``cls``'s fields
+    (``ValueError`` naming the key when it is unknown or a parent is not a mapping). Returns ``values``."""
+    for key, text in overrides.items():
+        value = _override_value(cls, key, text)
+        *parents, leaf = key.split(".")
+        node = values
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"--set {key}: {part} is not a mapping in the config")
+        node[leaf] = value
+    return values
