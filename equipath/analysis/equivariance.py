@@ -39,9 +39,9 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from equipath.analysis.io import SYNTHETIC_LABEL
-from equipath.analysis.maps import act, model_device, output_kind
+from equipath.analysis.maps import model_device
 from equipath.groups import get_group
-from equipath.testing import TOLERANCES
+from equipath.testing import TOLERANCES, act, output_kind, relative_error
 
 __all__ = ["LayerError", "EquivarianceReport", "layer_report", "format_error", "equivariance_figure"]
 
@@ -54,7 +54,7 @@ class LayerError:
         name: dotted module name (``"(model)"`` for the whole model), with ``#k`` for its k-th repeated call.
         module: class name. leaf: True when the module has no children.
         kind: ``"planar"``, ``"group"``, ``"invariant"`` or ``"other"`` (see
-            :func:`~equipath.analysis.maps.output_kind`), read from the output shape.
+            :func:`equipath.testing.output_kind`), read from the output shape.
         shape: output shape for the untransformed input.
         errors: ``(|G|,)`` cumulative relative error per element (``inf`` when the shapes differ or the call
             is missing from a transformed pass, NaN when the group does not act on the output: ``"other"``).
@@ -161,9 +161,8 @@ def format_error(v: float | None) -> str:
 
 
 def _relative(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor) -> float:
-    if a.shape != b.shape:
-        return math.inf
-    return float((a - b).abs().max() / scale) if a.numel() else 0.0
+    """:func:`equipath.testing.relative_error`, ``inf`` when the shapes differ."""
+    return math.inf if a.shape != b.shape else float(relative_error(a, b, scale))
 
 
 class _Recorder:
@@ -193,8 +192,7 @@ class _Recorder:
             self.errors[key] = []
         elif key in self.reference and self.reference[key][2] != "other":
             _, ref, kind = self.reference[key]
-            scale = ref.abs().max().clamp_min(torch.finfo(ref.dtype).tiny)
-            self.errors[key].append(_relative(output, act(self.group, ref, self.element, kind), scale))
+            self.errors[key].append(_relative(output, act(self.group, ref, self.element, kind), ref))
 
     def start(self, element: int | None) -> None:
         self.element, self.calls = element, {}
@@ -211,14 +209,13 @@ def _local(module, inp, ref, kind, group) -> tuple | None:
     in_kind = output_kind(group, inp)
     if in_kind == "other":
         return None
-    scale = ref.abs().max().clamp_min(torch.finfo(ref.dtype).tiny)
     errors = []
     for g in range(group.order):
         try:
             y = module(act(group, inp, g, in_kind).clone())
         except (ValueError, RuntimeError):
             return None  # the module rejects the transformed input (a shape it does not take)
-        errors.append(_relative(y, act(group, ref, g, kind), scale) if isinstance(y, torch.Tensor) else math.inf)
+        errors.append(_relative(y, act(group, ref, g, kind), ref) if isinstance(y, torch.Tensor) else math.inf)
     return tuple(errors)
 
 

@@ -27,7 +27,7 @@ Example:
 import torch
 from torch import nn
 
-__all__ = ["ProbabilityMap", "normalize", "output_kind", "act", "model_device"]
+__all__ = ["ProbabilityMap", "normalize", "model_device"]
 
 
 def normalize(x: torch.Tensor, normalization: dict | None) -> torch.Tensor:
@@ -48,30 +48,6 @@ def model_device(model: nn.Module) -> torch.device:
     for t in (*model.parameters(), *model.buffers()):
         return t.device
     return torch.device("cpu")
-
-
-def output_kind(group, t: torch.Tensor) -> str:
-    """How ``group`` acts on ``t``, read from its shape: ``"group"`` for ``(B, C, |G|, H, W)``, ``"planar"``
-    for ``(B, C, H, W)`` and for ``(B, C, 1, H, W)`` (a z2 feature map: its orientation axis is trivial),
-    ``"other"`` for a group feature map of another group (e.g. p4 maps under p4m: no action is defined),
-    else ``"invariant"`` (logits)."""
-    if t.dim() == 5:
-        return "group" if t.shape[2] == group.order else ("planar" if t.shape[2] == 1 else "other")
-    if t.dim() == 4:
-        return "planar"
-    return "invariant"
-
-
-def act(group, t: torch.Tensor, g: int, kind: str) -> torch.Tensor:
-    """The action of element ``g`` on a tensor of ``kind``: ``T_g`` (planar), ``L_g`` (group) or none
-    (invariant); ``ValueError`` for ``"other"``."""
-    if kind == "planar":
-        return group.transform(t, g)
-    if kind == "group":
-        return group.transform_group(t, g)
-    if kind == "other":
-        raise ValueError(f"{group.name} does not act on a feature map of shape {tuple(t.shape)}")
-    return t
 
 
 class ProbabilityMap(nn.Module):

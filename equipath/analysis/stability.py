@@ -15,7 +15,7 @@ with ``f`` the model's :class:`~equipath.analysis.maps.ProbabilityMap`. Two sets
   model has std 0 up to float rounding; a model that is not (a baseline) does not.
 
 The summary number of a model is the mean of ``std`` over tissue (HSV filter of
-:func:`equipath.wsi.tissue.tissue_mask`) inside the valid region.
+:func:`equipath.data.tissue.tissue_mask`) inside the valid region.
 
 Example:
     >>> import torch
@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from equipath.analysis.io import SYNTHETIC_LABEL
 from equipath.groups import get_group
-from equipath.wsi.tissue import TissueOptions, tissue_mask
+from equipath.data.tissue import TissueOptions, tissue_mask
 
 __all__ = ["StabilityResult", "rotate", "rotation_angles", "rotation_stability", "group_stability", "image_tissue",
            "stability_figure"]

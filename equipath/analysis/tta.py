@@ -31,7 +31,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from equipath.analysis.io import SYNTHETIC_LABEL
-from equipath.analysis.maps import ProbabilityMap, act, model_device, normalize, output_kind
+from equipath.analysis.maps import ProbabilityMap, model_device, normalize
+from equipath.testing import act, output_kind
 from equipath.analysis.stability import group_stability, rotation_stability
 from equipath.evaluation import classification_metrics, segmentation_metrics
 from equipath.groups import get_group
