@@ -88,7 +88,7 @@ def test_matches_monai_on_random_slides():
             r, c = rng.integers(5, 80), rng.integers(5, 100)
             tumour[r:r + rng.integers(2, 25), c:c + rng.integers(2, 40)] = True
         truth = GroundTruth.from_tumour_mask(tumour, downsample=32, mask_mpp=MASK_MPP)
-        probs = np.round(rng.random(30), 3)
+        probs = np.round(rng.random(30), 3).astype(np.float32)  # MONAI casts to float32; so do the lesions
         xs, ys = rng.integers(0, 110 * 32, 30), rng.integers(0, 90 * 32, 30)
         ours = evaluate_slide(probs, xs, ys, truth)
         slides.append(ours)

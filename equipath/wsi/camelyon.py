@@ -6,6 +6,10 @@ resolution and maximum probability). Ground truth: ``GT/{slide}.xml`` (ASAP), or
 ``GT/{slide}.tif`` / ``GT/{slide}_mask.tif`` / ``GT/{slide}_Mask.tif``; a slide without one is normal.
 An ASAP file needs the slide's size: from ``slide.json``, or from the slide itself in ``slides_dir``.
 
+Excluded slides (``exclude``): the challenge left two test slides out of its evaluation because their
+annotations are not exhaustive, ``test_049`` and ``test_114`` (:data:`CAMELYON16_EXCLUDED`); names are
+matched case-insensitively and excluded slides are skipped with a log line.
+
 Example:
     >>> import tempfile, pathlib
     >>> from equipath.wsi.detection import write_detections_csv
@@ -23,9 +27,11 @@ from equipath.wsi.detection import read_detections_csv
 from equipath.wsi.froc import SlideHits, evaluate_slide, load_ground_truth
 from equipath.wsi.reader import SLIDE_SUFFIXES, open_slide
 
-__all__ = ["collect_hits", "find_ground_truth"]
+__all__ = ["collect_hits", "find_ground_truth", "CAMELYON16_EXCLUDED"]
 
 log = logging.getLogger(__name__)
+
+CAMELYON16_EXCLUDED = ("test_049", "test_114")
 
 
 def find_ground_truth(folder: Path | None, name: str) -> Path | None:
@@ -63,7 +69,8 @@ def _slide_info(name: str, csv_path: Path, slides_dir: Path | None) -> dict:
 
 
 def collect_hits(detections_dir, ground_truth_dir=None, slides_dir=None, mpp: float = 0.243, level: int = 5,
-                 growth_um: float = 75.0, itc_um: float = 275.0) -> list[SlideHits]:
+                 growth_um: float = 75.0, itc_um: float = 275.0, ties: str = "official",
+                 exclude=()) -> list[SlideHits]:
     """Read every slide's detections and ground truth and sort the detections (see the module docstring).
 
     Args:
@@ -72,6 +79,8 @@ def collect_hits(detections_dir, ground_truth_dir=None, slides_dir=None, mpp: fl
         slides_dir: the slides, for the size of slides without ``slide.json``. Defaults to None.
         mpp: level-0 microns per pixel when neither ``slide.json`` nor the slide says. Defaults to 0.243.
         level: evaluation level (downsample ``2**level``). Defaults to 5.
+        ties: the tie rule of :func:`~equipath.wsi.froc.evaluate_slide`. Defaults to ``official``.
+        exclude: slide names left out of the evaluation (e.g. :data:`CAMELYON16_EXCLUDED`). Defaults to none.
 
     Raises:
         ValueError: a detection file is malformed, a mask or annotation does not match its slide, or the
@@ -83,6 +92,10 @@ def collect_hits(detections_dir, ground_truth_dir=None, slides_dir=None, mpp: fl
     if gt_dir is not None and not gt_dir.is_dir():
         raise FileNotFoundError(f"ground-truth folder {gt_dir} does not exist")
     files = _detection_files(detections_dir)
+    excluded = {name.lower() for name in exclude}
+    for name in [n for n in files if n.lower() in excluded]:
+        log.info("slide %s is excluded from the evaluation", name)
+        del files[name]
     hits = []
     for name, csv_path in files.items():
         probs, xs, ys = read_detections_csv(csv_path)
@@ -96,11 +109,12 @@ def collect_hits(detections_dir, ground_truth_dir=None, slides_dir=None, mpp: fl
             with open_slide(truth_path) as mask:
                 dims = mask.dimensions
         truth = load_ground_truth(truth_path, dims or (1, 1), info["mpp"] or mpp, level, growth_um, itc_um)
-        hits.append(evaluate_slide(probs, xs, ys, truth, name, info["max_prob"]))
+        hits.append(evaluate_slide(probs, xs, ys, truth, name, info["max_prob"], ties))
     if gt_dir is not None:
         orphans = sorted(p.name for p in gt_dir.iterdir()
                          if p.suffix.lower() in (".xml", ".tif", ".tiff")
-                         and p.stem.removesuffix("_mask").removesuffix("_Mask") not in files)
+                         and p.stem.removesuffix("_mask").removesuffix("_Mask") not in files
+                         and p.stem.removesuffix("_mask").removesuffix("_Mask").lower() not in excluded)
         for orphan in orphans:
             log.warning("ground truth %s has no detections in %s; it is not evaluated", orphan, detections_dir)
     return hits

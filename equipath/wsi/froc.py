@@ -13,8 +13,19 @@ Ground truth per slide (a tumour mask on a coarse level, default level 5, i.e. d
 
 The FROC curve sweeps the threshold over every distinct probability but the lowest (as the official code
 and MONAI's ``compute_froc_curve_data`` do); the score is the mean sensitivity at 1/4, 1/2, 1, 2, 4 and 8
-false positives per slide, linearly interpolated. Confidence intervals resample slides with replacement
-(2000 bootstrap samples, seed 000). Slide-level AUC scores each slide by its maximum probability.
+false positives per slide, linearly interpolated.
+
+Ties (``ties``): the official ``Evaluation_FROC.py`` keeps the probabilities of false positives as Python
+floats (float64, as read from the CSV) but stores each lesion's probability in a float32 array
+(``TP_probs = np.zeros(..., dtype=np.float32)``). A threshold therefore counts a false positive when
+``float64(p) >= t`` and a lesion when ``float32(p) >= float32(t)``, and a false and a true positive both
+written ``0.1`` are two distinct thresholds (0.1 and float32(0.1) = 0.10000000149). ``ties="official"``
+(the default) reproduces this exactly; ``ties="strict"`` keeps both in float64, so equal probabilities
+tie. Example: one tumour slide, two lesions, ``0.1`` inside one and ``0.1`` outside both: official 0.5,
+strict (and MONAI, which casts both to float32) 0.3958.
+
+Confidence intervals resample slides with replacement (2000 bootstrap samples, seed 000). Slide-level AUC
+scores each slide by its maximum probability.
 
 Example:
     >>> import numpy as np
@@ -22,7 +33,7 @@ Example:
     >>> gt = GroundTruth.from_tumour_mask(truth, downsample=32, mask_mpp=0.243 * 32)
     >>> hit = evaluate_slide(np.array([0.9, 0.4]), np.array([640, 50]), np.array([640, 50]), gt)
     >>> hit.tp_probs.tolist(), hit.fp_probs.tolist(), hit.n_lesions
-    ([0.8999999761581421], [0.4000000059604645], 1)
+    ([0.8999999761581421], [0.4], 1)
 """
 
 import logging
@@ -41,11 +52,12 @@ from equipath.wsi.annotations import rasterize, read_asap_xml
 from equipath.wsi.reader import SlideView, open_slide
 
 __all__ = ["GroundTruth", "SlideHits", "load_ground_truth", "evaluate_slide", "froc_curve", "froc_score",
-           "evaluate_froc", "FROCReport", "EVAL_FPS"]
+           "evaluate_froc", "FROCReport", "EVAL_FPS", "TIE_RULES"]
 
 log = logging.getLogger(__name__)
 
 EVAL_FPS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+TIE_RULES = {"official": np.float32, "strict": np.float64}  # the dtype of the lesions' probabilities
 
 
 @dataclass(frozen=True)
@@ -158,18 +170,22 @@ class SlideHits:
     name: str = ""
 
 
-def evaluate_slide(probs, xs, ys, truth: GroundTruth, name: str = "", max_prob: float | None = None) -> SlideHits:
+def evaluate_slide(probs, xs, ys, truth: GroundTruth, name: str = "", max_prob: float | None = None,
+                   ties: str = "official") -> SlideHits:
     """Sort one slide's detections (level-0 ``xs``, ``ys``) into false and true positives (module docstring).
 
     ``max_prob`` is the slide's score for AUC; defaults to the highest detection probability (0 if none).
-    Probabilities are compared in float32, as in the official code and MONAI.
+    ``ties``: ``official`` keeps false positives in float64 and lesion probabilities in float32, as the
+    official code does; ``strict`` keeps both in float64 (module docstring). Defaults to ``official``.
     """
-    probs = np.asarray(probs, dtype=np.float32).reshape(-1)
+    if ties not in TIE_RULES:
+        raise ValueError(f"ties must be one of {', '.join(TIE_RULES)}, got {ties!r}")
+    probs = np.asarray(probs, dtype=np.float64).reshape(-1)
     xs, ys = np.asarray(xs).reshape(-1), np.asarray(ys).reshape(-1)
     if max_prob is None:
         max_prob = float(probs.max()) if len(probs) else 0.0
     if truth.labels is None:
-        return SlideHits(probs, np.zeros(0, np.float32), 0, max_prob, False, name)
+        return SlideHits(probs, np.zeros(0, TIE_RULES[ties]), 0, max_prob, False, name)
     h, w = truth.labels.shape
     rows, cols = (ys / truth.downsample).astype(np.int64), (xs / truth.downsample).astype(np.int64)
     outside = (rows < 0) | (rows >= h) | (cols < 0) | (cols >= w)
@@ -180,22 +196,25 @@ def evaluate_slide(probs, xs, ys, truth: GroundTruth, name: str = "", max_prob: 
                          f"at level 0, and is this the right slide?")
     hit = truth.labels[rows, cols]
     n_labels = int(truth.labels.max())
-    tp_probs = np.zeros(n_labels, dtype=np.float32)
+    tp_probs = np.zeros(n_labels, dtype=TIE_RULES[ties])  # rounding is monotone: max of the cast = cast of the max
     counted = (hit > 0) & ~np.isin(hit, truth.itc)
-    np.maximum.at(tp_probs, hit[counted] - 1, probs[counted])
+    np.maximum.at(tp_probs, hit[counted] - 1, probs[counted].astype(tp_probs.dtype))
     return SlideHits(probs[hit == 0], tp_probs, truth.n_lesions, max_prob, True, name)
 
 
 def froc_curve(slides: list[SlideHits]) -> tuple[np.ndarray, np.ndarray]:
-    """``(false positives per slide, sensitivity)`` over thresholds, as ``compute_froc_curve_data``."""
-    fp = np.sort(np.concatenate([s.fp_probs for s in slides] + [np.zeros(0, np.float32)]))
-    tp = np.sort(np.concatenate([s.tp_probs for s in slides] + [np.zeros(0, np.float32)]))
+    """``(false positives per slide, sensitivity)`` over thresholds, as the official ``computeFROC``: the
+    thresholds are the distinct values of both lists but the lowest, and each list is compared in its own
+    dtype (a float64 threshold is rounded to float32 against float32 lesion probabilities, as numpy does)."""
+    fp = np.sort(np.concatenate([np.asarray(s.fp_probs, np.float64) for s in slides] + [np.zeros(0)]))
+    tp_dtype = np.result_type(*[s.tp_probs.dtype for s in slides], np.float32)
+    tp = np.sort(np.concatenate([s.tp_probs.astype(tp_dtype) for s in slides] + [np.zeros(0, tp_dtype)]))
     n_targets = sum(s.n_lesions for s in slides)
     if n_targets == 0:
         raise ValueError("FROC needs at least one tumour slide with a lesion larger than an isolated tumour cell")
-    thresholds = np.unique(np.concatenate([fp, tp]))[1:]
+    thresholds = np.unique(np.concatenate([fp, tp.astype(np.float64)]))[1:]
     fps = np.append(len(fp) - np.searchsorted(fp, thresholds, side="left"), 0)
-    tps = np.append(len(tp) - np.searchsorted(tp, thresholds, side="left"), 0)
+    tps = np.append(len(tp) - np.searchsorted(tp, thresholds.astype(tp_dtype), side="left"), 0)
     return fps / float(len(slides)), tps / float(n_targets)
 
 
