@@ -8,14 +8,21 @@ Example:
     >>> path = atomic_write(Path(tempfile.mkdtemp()) / "table.csv", "a,b\\n1,2\\n")
     >>> path.read_text()
     'a,b\\n1,2\\n'
+    >>> write_json(path.with_name("scores.json"), {"auc": float("nan"), "n": 3}).read_text()
+    '{\\n  "auc": null,\\n  "n": 3\\n}\\n'
+
+A killed process leaves its temporary file, hidden and named ``.{name}.tmp-*``;
+:func:`equipath.outdir.remove_stale_temporaries` removes them on the next run.
 """
 
 import contextlib
+import json
+import math
 import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write"]
+__all__ = ["atomic_path", "atomic_write", "write_json", "json_safe"]
 
 
 def _umask() -> int:
@@ -30,7 +37,7 @@ def atomic_path(path):
     replaces ``path`` with the usual file permissions, on failure it is removed and ``path`` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=path.suffix or ".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -50,3 +57,26 @@ def atomic_write(path, content) -> Path:
         else:
             f.write(content.encode() if isinstance(content, str) else content)
     return Path(path)
+
+
+def json_safe(value):
+    """``value`` with only JSON types: non-finite floats as ``None``, tuples as lists, numpy scalars and
+    arrays as numbers and lists, paths as strings (recursively)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k if isinstance(k, (str, int, bool)) or k is None else str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "tolist") and hasattr(value, "dtype"):  # numpy scalar or array, torch tensor
+        return json_safe(value.tolist())
+    return value
+
+
+def write_json(path, data, indent: int | None = 2) -> Path:
+    """Write ``data`` as strict JSON (NaN and infinities as ``null``, see :func:`json_safe`) to ``path``
+    atomically. This is the one JSON writer of equipath's outputs. Returns ``path``."""
+    text = json.dumps(json_safe(data), indent=indent, allow_nan=False)
+    return atomic_write(path, text + "\n")

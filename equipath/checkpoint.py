@@ -13,7 +13,6 @@ A checkpoint is a dict of tensors and plain Python values:
 ``load_model`` needs nothing but the file: evaluation and slide inference call it.
 """
 
-import os
 import warnings
 from pathlib import Path
 
@@ -22,22 +21,11 @@ import torch
 from equipath import __version__
 from equipath.atomic import atomic_write
 from equipath.models import create_model
+from equipath.outdir import check_writable
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_model", "check_writable"]
 
 FORMAT = 1
-
-
-def check_writable(folder) -> None:
-    """``OSError`` naming ``folder`` unless it is, or can be made, a writable folder (nothing is created)."""
-    folder = Path(folder).absolute()
-    parent = folder
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise OSError(f"output folder {folder}: {parent} is not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OSError(f"output folder {folder} is not writable ({parent} does not allow writing)")
 
 
 def save_checkpoint(path, model: torch.nn.Module, *, name: str, kwargs: dict, normalization: dict,
