@@ -51,15 +51,116 @@ def test_pyramidal_tiff_heatmap_is_multilevel_with_resolution(tmp_path):
             assert left[..., 2].mean() > left[..., 0].mean() and right[..., 0].mean() > right[..., 2].mean()
 
 
-def test_heatmap_png_blends_only_the_given_cells(tmp_path):
+def test_heatmap_png_colours_only_predicted_cells_and_has_a_legend(tmp_path):
     thumb = np.full((40, 60, 3), 200, np.uint8)
-    prob = np.ones((4, 6), np.float32)
-    cells = np.zeros((4, 6), bool)
-    cells[0, 0] = True
-    write_heatmap_png(tmp_path / "h.png", thumb, prob, cells)
+    prob = np.full((4, 6), np.nan, np.float32)
+    prob[0, 0] = 1.0
+    write_heatmap_png(tmp_path / "h.png", thumb, prob, pixel_size=1.0, cell_size=10.0, title="a slide")
     out = np.asarray(Image.open(tmp_path / "h.png"))
-    assert out.shape == (40, 60, 3)
-    assert (out[10:, 10:] == 200).all() and (out[:10, :10] != 200).any()
+    assert out.shape[0] > 40 and out.shape[1] >= 60  # the legend panel below the picture
+    assert (out[10:40, 10:60] == 200).all() and (out[:10, :10] != 200).any()
+    legend = out[40:]
+    viridis_end = np.array([253, 231, 37])  # the colour bar reaches the colour map's top colour
+    assert (np.abs(legend.astype(int) - viridis_end).sum(axis=-1) < 30).any()
+
+
+def _slide_with_squares(H, W, cell):
+    """An image whose every level-0 cell block has its own grey level, and a map holding that level."""
+    rows, cols = -(-H // cell), -(-W // cell)
+    levels = (np.arange(rows * cols).reshape(rows, cols) * 37 % 200 + 20).astype(np.uint8)
+    image = np.repeat(np.repeat(levels, cell, axis=0), cell, axis=1)[:H, :W]
+    return image, levels
+
+
+@pytest.mark.parametrize("H, W, cell, pixel", [(1000, 1000, 32, 1000 / 511), (2967, 2220, 63.9, 2.9),
+                                               (333, 250, 32, 1.0)])
+def test_heatmap_cells_lie_on_their_own_level0_pixels(tmp_path, H, W, cell, pixel):
+    """A slide whose size is not a multiple of the cell: every thumbnail pixel shows the map value of the
+    cell its level-0 centre lies in, up to the last row and column (no stretching of the grid)."""
+    from equipath.wsi.outputs import cells_to_pixels
+
+    rows, cols = int(np.ceil(H / cell)), int(np.ceil(W / cell))
+    values = np.arange(rows * cols, dtype=np.float32).reshape(rows, cols)
+    shape = (int(H // pixel), int(W // pixel))
+    drawn = cells_to_pixels(values, shape, pixel_size=pixel, cell_size=cell, fill=np.nan)
+    ys, xs = ((np.arange(n) + 0.5) * pixel for n in shape)  # level-0 centres of the thumbnail pixels
+    expected = values[(ys // cell).astype(int)[:, None], (xs // cell).astype(int)[None, :]]
+    np.testing.assert_array_equal(drawn, expected)
+    # the coloured area reaches the thumbnail's last row and column (the issue: it stopped one cell short)
+    assert drawn[-1, -1] == values[int(ys[-1] // cell), int(xs[-1] // cell)]
+    # the PNG: thumbnail pixels of the blended picture change exactly where their cell's value changes
+    prob = values / values.max()
+    thumb = np.full(shape + (3,), 255, np.uint8)
+    write_heatmap_png(tmp_path / "h.png", thumb, prob, pixel_size=pixel, cell_size=cell, alpha=1.0)
+    picture = np.asarray(Image.open(tmp_path / "h.png"))[:shape[0], :shape[1]]
+    from equipath.wsi.outputs import colorize
+
+    np.testing.assert_array_equal(picture, colorize(expected / values.max()))
+
+
+@pytest.mark.parametrize("size, cell", [((1000, 1000), 32), ((2967, 2220), 64), ((700, 333), 48)])
+def test_heatmap_lines_up_with_the_tissue_in_the_thumbnail(size, cell):
+    """The issue's picture: an image of grey blocks, one per grid cell, whose size is not a multiple of the
+    cell. Read as the pipeline reads its thumbnail (at most 511 px), every thumbnail pixel inside a block
+    gets that block's cell from the map, right up to the last row and column."""
+    from scipy import ndimage as ndi
+
+    from equipath.wsi.outputs import cells_to_pixels
+    from equipath.wsi.reader import SlideView
+
+    image, levels = _slide_with_squares(*size, cell)
+    view = SlideView.at(open_slide(np.repeat(image[..., None], 3, axis=-1)))
+    thumb_view = view.coarser(max(view.shape) / 511)
+    thumbnail = thumb_view.read_all()[..., 0].astype(int)
+    drawn = cells_to_pixels(levels.astype(int), thumbnail.shape, thumb_view.downsample, float(cell), fill=-1)
+    # pixels well inside a block (their 3 x 3 neighbourhood has one grey level) show that block
+    flat = ndi.maximum_filter(thumbnail, 3) == ndi.minimum_filter(thumbnail, 3)
+    assert flat.mean() > 0.3
+    np.testing.assert_array_equal(drawn[flat], thumbnail[flat])
+    assert (drawn >= 0).all()  # the map reaches the thumbnail's last row and column
+
+
+def test_probability_map_keeps_background_apart_from_zero(tmp_path):
+    """NaN (not predicted) is neither coloured, nor a region, nor a detection; a predicted 0 is coloured."""
+    from equipath.wsi.detection import square_nms
+
+    prob = np.full((3, 4), np.nan, np.float32)
+    prob[1, 1], prob[1, 2] = 0.0, 0.9
+    thumb = np.full((30, 40, 3), 128, np.uint8)
+    write_heatmap_png(tmp_path / "h.png", thumb, prob, pixel_size=1.0, cell_size=10.0, alpha=1.0)
+    picture = np.asarray(Image.open(tmp_path / "h.png"))[:30, :40]
+    assert (picture[:10] == 128).all()  # background: the thumbnail as it is
+    from equipath.wsi.outputs import colorize
+
+    np.testing.assert_array_equal(picture[15, 15], colorize(np.array([0.0]))[0])  # a predicted 0: coloured
+    assert colorize(prob)[0, 0].tolist() == [255, 255, 255]  # the TIFF's background: white
+    write_geojson(tmp_path / "r.geojson", prob, threshold=0.0, cell_size=10.0)
+    (feature,) = json.loads((tmp_path / "r.geojson").read_text())["features"]
+    assert feature["properties"]["measurements"]["area_px"] == 200.0  # the two predicted cells only
+    assert square_nms(prob, 1, threshold=-1.0)[:, 1:].tolist() == [[1, 2], [1, 1]]
+
+
+def test_geojson_is_clipped_to_the_slide(tmp_path):
+    """A region in the last row and column of cells (which reach past a 2220 x 2967 slide) stays inside it."""
+    cell = 64.0
+    W, H = 2220, 2967  # CMU-1-Small-Region: 35 x 47 cells of 64 px reach 2240 x 3008
+    rows, cols = int(np.ceil(H / cell)), int(np.ceil(W / cell))
+    prob = np.zeros((rows, cols), np.float32)
+    prob[-5:, -4:] = 0.9
+    prob[-3, -2] = 0.1  # a hole that stays inside
+    write_geojson(tmp_path / "r.geojson", prob, threshold=0.5, cell_size=cell, bounds=(W, H))
+    (feature,) = json.loads((tmp_path / "r.geojson").read_text())["features"]
+    outer, hole = (np.array(ring) for ring in feature["geometry"]["coordinates"])
+    assert outer[:, 0].max() == W and outer[:, 1].max() == H  # clipped exactly at the border
+    assert outer[:, 0].min() == pytest.approx((cols - 4) * cell) and outer[:, 1].min() == pytest.approx((rows - 5) * cell)
+    np.testing.assert_array_equal(outer[0], outer[-1])
+    assert hole[:, 0].max() <= W and hole[:, 1].max() <= H
+    area = (W - (cols - 4) * cell) * (H - (rows - 5) * cell) - cell**2
+    assert feature["properties"]["measurements"]["area_px"] == pytest.approx(area)
+    # unclipped, the same region would have run past the slide
+    write_geojson(tmp_path / "u.geojson", prob, threshold=0.5, cell_size=cell)
+    unclipped = np.array(json.loads((tmp_path / "u.geojson").read_text())["features"][0]["geometry"]["coordinates"][0])
+    assert unclipped[:, 1].max() > H
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):

@@ -2,7 +2,8 @@
 
 Each slide's outputs go to ``OUT/{slide name}/`` (see :mod:`equipath.wsi.pipeline`), written atomically;
 a re-run skips finished slides; a slide that fails is reported at the end while the others finish (exit
-status 1 when any failed). The resolved options are written to ``OUT/predict-slide.json``.
+status 1 when any failed). Each run's resolved options are written to ``OUT/predict-slide-{UTC time}.json``
+(one record per run, never overwritten).
 """
 
 import argparse
@@ -11,7 +12,7 @@ from dataclasses import asdict
 
 from equipath.wsi.batch import find_slides, run_slides
 from equipath.wsi.inference import check_dense_model
-from equipath.wsi.outputs import write_json
+from equipath.wsi.outputs import DEFAULT_CMAP, check_picture_options, write_run_record
 from equipath.wsi.pipeline import PredictJob, PredictOptions
 from equipath.wsi.tissue import TissueOptions
 
@@ -43,6 +44,9 @@ def register(subparsers) -> None:
     p.add_argument("--threshold", type=float, default=0.5, help="probability of GeoJSON regions (default 0.5)")
     p.add_argument("--nms-window", type=int, default=5, help="square NMS window in cells (default 5)")
     p.add_argument("--nms-threshold", type=float, default=0.5, help="lowest detection probability (default 0.5)")
+    p.add_argument("--cmap", default=DEFAULT_CMAP,
+                   help=f"matplotlib colour map of the heatmaps (default {DEFAULT_CMAP}, perceptually uniform)")
+    p.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity over the thumbnail, 0..1 (default 0.5)")
     p.add_argument("--workers", type=int, default=1, help="slides processed at once, one process each (default 1)")
     p.add_argument("--rank", type=int, help="this process's shard (default: $RANK or 0)")
     p.add_argument("--world-size", type=int, help="number of shards (default: $WORLD_SIZE or 1)")
@@ -59,14 +63,16 @@ def run(args) -> int:
                              mpp=args.tissue_mpp),
         tile_cells=args.tile_cells, batch_size=args.batch_size, device=args.device, amp=args.amp, tta=args.tta,
         threshold=args.threshold, nms_window=args.nms_window, nms_threshold=args.nms_threshold,
-        progress=not args.no_progress)
+        cmap=args.cmap, alpha=args.alpha, progress=not args.no_progress)
+    check_picture_options(args.cmap, args.alpha)
     job = PredictJob(os.path.abspath(args.checkpoint), options)
     model, checkpoint = job.load()
     check_dense_model(model)
     slides = find_slides(args.slides)
-    write_json(os.path.join(args.out, "predict-slide.json"),
-               {"checkpoint": job.checkpoint, "model": checkpoint.get("model"), "slides": [str(s) for s in slides],
-                "options": asdict(options), "workers": args.workers})
+    if (args.rank if args.rank is not None else int(os.environ.get("RANK", 0))) == 0:
+        write_run_record(args.out, "predict-slide",
+                         {"checkpoint": job.checkpoint, "model": checkpoint.get("model"),
+                          "slides": [str(s) for s in slides], "options": asdict(options), "workers": args.workers})
     outcomes = run_slides(slides, args.out, job, workers=args.workers, rank=args.rank, world_size=args.world_size,
                           resume=not args.overwrite, progress=not args.no_progress)
     failed = [o for o in outcomes if o.status == "failed"]

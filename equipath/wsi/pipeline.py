@@ -4,9 +4,9 @@
 
 | file | what |
 |---|---|
-| ``probability.npy`` | ``(rows, cols) float32`` tumour probability per grid cell (0 off tissue) |
-| ``tissue.png`` / ``tissue_overlay.png`` | the tissue mask and the thumbnail with the mask tinted |
-| ``heatmap.png`` | the probabilities over a thumbnail |
+| ``probability.npy`` | ``(rows, cols) float32`` tumour probability per grid cell (NaN off tissue: not predicted) |
+| ``tissue.png`` / ``tissue_overlay.png`` | the tissue mask and the thumbnail (``thumbnail_size``) with the mask tinted |
+| ``heatmap.png`` | the probabilities over the thumbnail, with a colour bar and title |
 | ``heatmap.tif`` | the colour heatmap as a tiled pyramidal TIFF, one pixel per cell |
 | ``regions.geojson`` | QuPath annotations of the regions with probability >= ``threshold`` |
 | ``detections.csv`` | Camelyon16 ``prob,X,Y`` (level 0) from square NMS |
@@ -35,9 +35,10 @@ import torch
 from equipath.checkpoint import load_model
 from equipath.wsi.detection import square_nms, write_detections_csv
 from equipath.wsi.inference import Grid, check_dense_model, predict_dense, tissue_cells
-from equipath.wsi.outputs import write_geojson, write_heatmap_png, write_json, write_png, write_pyramidal_tiff
+from equipath.wsi.outputs import (DEFAULT_CMAP, write_geojson, write_heatmap_png, write_json, write_png,
+                                  write_pyramidal_tiff, write_tissue_overlay)
 from equipath.wsi.reader import SlideView, open_slide
-from equipath.wsi.tissue import TissueOptions, overlay_mask
+from equipath.wsi.tissue import TissueOptions
 
 __all__ = ["PredictOptions", "PredictJob", "predict_slide", "trained_on_synthetic", "default_device",
            "OUTPUT_FILES"]
@@ -64,7 +65,9 @@ class PredictOptions:
         threshold: probability of GeoJSON regions. Defaults to 0.5.
         nms_window: square NMS window in cells. Defaults to 5.
         nms_threshold: lowest probability of a detection. Defaults to 0.5.
-        thumbnail_size: longest side of the heatmap thumbnail in pixels. Defaults to 1024.
+        thumbnail_size: longest side of the heatmap and tissue overlay thumbnail in pixels. Defaults to 1024.
+        cmap: matplotlib colour map of the heatmaps. Defaults to ``"viridis"`` (perceptually uniform).
+        alpha: opacity of the heatmap over the thumbnail, in [0, 1]. Defaults to 0.5.
         progress: progress bars. Defaults to True.
     """
 
@@ -83,6 +86,8 @@ class PredictOptions:
     nms_window: int = 5
     nms_threshold: float = 0.5
     thumbnail_size: int = 1024
+    cmap: str = DEFAULT_CMAP
+    alpha: float = 0.5
     progress: bool = True
 
 
@@ -109,9 +114,14 @@ def predict_slide(source, out_dir, model, checkpoint: dict, options: PredictOpti
         mpp = None if options.level is not None else options.mpp
         view = SlideView.at(reader, level=options.level, mpp=mpp)
         grid = Grid.for_view(view, model)
-        tissue_thumb, mask, cells = tissue_cells(view, grid, options.tissue)
+        cell_size = grid.stride * grid.downsample
+        _, mask, cells = tissue_cells(view, grid, options.tissue)
+        mask_pixel = cell_size / round(cell_size * mask.shape[0] / reader.dimensions[1])  # k mask pixels per cell
+        thumb_view = view.coarser(max(1.0, max(view.shape) / options.thumbnail_size))
+        thumbnail = thumb_view.read_all()
         write_png(out_dir / "tissue.png", (mask * 255).astype(np.uint8)[..., None].repeat(3, axis=-1))
-        write_png(out_dir / "tissue_overlay.png", overlay_mask(tissue_thumb, mask))
+        write_tissue_overlay(out_dir / "tissue_overlay.png", thumbnail, mask, pixel_size=thumb_view.downsample,
+                             mask_pixel_size=mask_pixel)
         if not cells.any():
             warnings.append(f"no tissue found in {reader.name} ({options.tissue.method} thresholds: saturation > "
                             f"{options.tissue.saturation}, value > {options.tissue.value}); the map is empty")
@@ -123,16 +133,20 @@ def predict_slide(source, out_dir, model, checkpoint: dict, options: PredictOpti
                              amp=options.amp, tta=options.tta, out=out_dir / ".probability.npy",
                              read_workers=options.read_workers, progress=options.progress)
         t_infer = time.perf_counter()
+        prob[~cells] = np.nan  # not predicted: distinct from a predicted probability 0
+        if isinstance(prob, np.memmap):
+            prob.flush()
         (out_dir / ".probability.npy").replace(out_dir / "probability.npy")
-        thumb_view = view.coarser(max(1.0, max(view.shape) / options.thumbnail_size))
-        thumbnail = thumb_view.read_all()
         dims, level0_mpp, backend = reader.dimensions, reader.mpp, reader.backend
-    cell_size = grid.stride * grid.downsample
     synthetic = trained_on_synthetic(checkpoint)
-    write_heatmap_png(out_dir / "heatmap.png", thumbnail, prob, cells,
-                      caption="model trained on SYNTHETIC data" if synthetic else None)
-    write_pyramidal_tiff(out_dir / "heatmap.tif", prob, None if view.mpp is None else view.mpp * grid.stride)
-    write_geojson(out_dir / "regions.geojson", prob, options.threshold, cell_size)
+    model_name = (checkpoint.get("model") or {}).get("name") or type(model).__name__
+    write_heatmap_png(out_dir / "heatmap.png", thumbnail, prob, pixel_size=thumb_view.downsample,
+                      cell_size=cell_size, alpha=options.alpha, cmap=options.cmap,
+                      title=f"{Path(reader.name).name} - {model_name}",
+                      note="model trained on SYNTHETIC data" if synthetic else None)
+    write_pyramidal_tiff(out_dir / "heatmap.tif", prob, None if view.mpp is None else view.mpp * grid.stride,
+                         cmap=options.cmap)
+    write_geojson(out_dir / "regions.geojson", prob, options.threshold, cell_size, bounds=dims)
     detections = square_nms(prob, options.nms_window, options.nms_threshold)
     xs, ys = grid.cell_centre_level0(detections[:, 1], detections[:, 2])
     write_detections_csv(out_dir / "detections.csv", detections[:, 0], xs, ys)
@@ -145,12 +159,13 @@ def predict_slide(source, out_dir, model, checkpoint: dict, options: PredictOpti
         "level0_mpp": level0_mpp,
         "view": {"downsample": view.downsample, "mpp": view.mpp, "level": view.level, "shape": list(view.shape)},
         "grid": {"shape": list(grid.shape), "stride": grid.stride, "receptive_field": grid.receptive_field,
-                 "cell_size_level0": cell_size, "cell_origin_level0": [0.0, 0.0]},
+                 "cell_size_level0": cell_size, "cell_origin_level0": [0.0, 0.0], "background": "NaN"},
+        "pictures": {"thumbnail_pixel_level0": thumb_view.downsample, "tissue_mask_pixel_level0": mask_pixel},
         "model": checkpoint.get("model", {"name": type(model).__name__}),
         "synthetic": synthetic,
         "tissue_cells": int(cells.sum()),
         "tissue_megapixels": tissue_px / 1e6,
-        "max_probability": float(np.max(prob)) if prob.size else 0.0,
+        "max_probability": float(np.nanmax(prob)) if cells.any() else 0.0,
         "detections": int(len(detections)),
         "seconds": {"tissue": t_tissue - start, "inference": t_infer - t_tissue, "total": elapsed},
         "tissue_megapixels_per_second": tissue_px / 1e6 / max(t_infer - t_tissue, 1e-9),
