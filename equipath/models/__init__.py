@@ -19,7 +19,7 @@ Example:
 """
 
 from equipath.models import densenet, gerunet, isounet, unet  # noqa: F401  (registers the models)
-from equipath.models.base import ModelBase, SizeRule
+from equipath.models.base import ModelBase, SegmentationModel, SizeRule
 from equipath.models.registry import create_model, list_models, register_model
 
-__all__ = ["create_model", "list_models", "register_model", "ModelBase", "SizeRule"]
+__all__ = ["create_model", "list_models", "register_model", "ModelBase", "SegmentationModel", "SizeRule"]

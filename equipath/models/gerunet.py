@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from equipath.models.base import ModelBase, SizeRule
+from equipath.models.base import SegmentationModel, SizeRule
 from equipath.models.registry import register_model
 from equipath.models.unet import level_channels
 from equipath.nn import GroupBatchNorm, GroupConv2d, GroupPool, LiftingConv2d
@@ -110,7 +110,7 @@ class UpStage(nn.Module):
         return self.block(x)
 
 
-class GERUNet(ModelBase):
+class GERUNet(SegmentationModel):
     """GER-UNet (seed 004): equivariant segmentation, ``model(T_g x) = T_g model(x)`` for every ``g`` in
     ``group``. Admissible input sides: ``9 + 8k``.
 
@@ -129,7 +129,6 @@ class GERUNet(ModelBase):
         torch.Size([1, 2, 17, 17])
     """
 
-    task = "segmentation"
     size_rule = SizeRule(first=9, step=8)
     depth = 3
 
@@ -153,6 +152,9 @@ class GERUNet(ModelBase):
                                       for level in reversed(range(self.depth))])
         self.output_layer = GroupConv2d(ch[0], num_classes, 1, group)
         self.pool = GroupPool(group, "mean")
+
+    def probe_copy(self) -> "GERUNet":
+        return GERUNet(self.group, width=1, skip=self.skip, num_classes=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)

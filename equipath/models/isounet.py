@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from equipath.models.base import ModelBase, SizeRule
+from equipath.models.base import SegmentationModel, SizeRule
 from equipath.models.registry import register_model
 from equipath.nn import IsotropicConv2d
 
@@ -33,7 +33,7 @@ def _conv_bn_relu(in_channels: int, out_channels: int, isotropic: bool) -> nn.Se
                          nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
 
 
-class IsoUNet(ModelBase):
+class IsoUNet(SegmentationModel):
     """U-Net with one convolution per level and nearest-neighbour up-sampling (seed 002). With
     ``isotropic=True``, ``model(T_g x) = T_g model(x)`` for every ``g`` in p4m; otherwise it is the plain
     baseline (group z2). Admissible input sides: ``16 + 16k``.
@@ -52,7 +52,6 @@ class IsoUNet(ModelBase):
         torch.Size([1, 2, 32, 32])
     """
 
-    task = "segmentation"
     size_rule = SizeRule(first=16, step=16)
     depth = 4
 
@@ -69,6 +68,9 @@ class IsoUNet(ModelBase):
             _conv_bn_relu(ch[level + 1] + ch[level], ch[level], isotropic) for level in reversed(range(self.depth))
         ])
         self.head = (IsotropicConv2d if isotropic else nn.Conv2d)(ch[0], num_classes, 1)
+
+    def probe_copy(self) -> "IsoUNet":
+        return IsoUNet(width=1, isotropic=self.isotropic, num_classes=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)

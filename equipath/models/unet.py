@@ -6,13 +6,20 @@ The U-Net of Ronneberger et al. with every (transposed) convolution replaced by 
         (stride 2, pad 1) down to the next level (none after level 4)
     decoder, levels l = 3..0: 3x3 transposed conv (stride 2, pad 1) -> BN -> ReLU, concatenated with the
         encoder's level-l output (orientations stay aligned on dim 2), two-conv block
-    head: 1x1 G -> Z2 convolution (seed 001 eq. 3) to ``num_classes`` logits
+    head: k x k G -> Z2 convolution (seed 001 eq. 3, ``head_kernel`` k, padding k // 2) to ``num_classes``
+        logits: 3 x 3 for ``p4m_unet`` / ``p4_unet``, 1 x 1 for the planar ``unet``
 
 Group batch-norm follows every convolution, transposed ones included. Level ``l`` has
 ``round(width * 2^l / sqrt(|G|))`` group channels: dividing by ``sqrt(|G|)`` keeps the parameter count of
 every G -> G layer that of the planar U-Net of the same ``width`` (seed 001: "the amount of filters used by
 the G-CNN model is divided by the square root of the group size"), so ``unet`` is the parameter-matched
 baseline, widened by ``sqrt(|G|)``.
+
+The head: a 1 x 1 ``ProjectionConv2d`` is exactly orientation pooling (the sum over ``|G|``) followed by a
+1 x 1 planar convolution, because a 1 x 1 filter is unchanged by every rotation and mirror. A 3 x 3 head
+correlates each orientation channel with its own rotated / mirrored copy of one planar filter, so it can
+tell orientations apart (seed 001's "more expressive than pooling"); it is still exactly equivariant. It
+adds ``(9 - 1) * C_0 * num_classes`` weights (368 for p4m at width 64, 0.001 % of the model).
 
 Exactness: the pool's grid is symmetric on odd sides, ``H -> (H + 1) / 2``, and the transposed convolution
 maps ``h -> 2h - 1`` back onto it at any size, so the admissible sides are ``17 + 16k`` (seed 001's 320 x 320
@@ -24,7 +31,7 @@ import math
 import torch
 from torch import nn
 
-from equipath.models.base import ModelBase, SizeRule
+from equipath.models.base import SegmentationModel, SizeRule
 from equipath.models.registry import register_model
 from equipath.nn import (GroupBatchNorm, GroupConv2d, GroupConvTranspose2d, GroupMaxPool2d, LiftingConv2d,
                          ProjectionConv2d)
@@ -84,7 +91,7 @@ class UpBlock(nn.Module):
         return self.block(torch.cat([skip, self.up(x)], dim=1))  # (B, 2 C_out, |G|, H, W) into the block
 
 
-class UNet(ModelBase):
+class UNet(SegmentationModel):
     """GU-Net (seed 001): equivariant segmentation, ``model(T_g x) = T_g model(x)`` for every ``g`` in
     ``group``. Admissible input sides: ``17 + 16k``.
 
@@ -93,25 +100,27 @@ class UNet(ModelBase):
         width: channels at level 0 of the parameter-matched planar U-Net (64 in Ronneberger et al.); the
             group model has ``round(width * 2^l / sqrt(|G|))`` group channels at level ``l``.
         num_classes: output logits per pixel. Defaults to 2.
+        head_kernel: odd side of the G -> Z2 projection head (padding ``head_kernel // 2``). Defaults to 1.
 
     Shapes: ``(B, 3, H, W) -> (B, num_classes, H, W)``.
 
     Example:
         >>> import torch
-        >>> model = UNet("p4m", width=8).eval()
+        >>> model = UNet("p4m", width=8, head_kernel=3).eval()
         >>> model(torch.rand(1, 3, 33, 33)).shape
         torch.Size([1, 2, 33, 33])
     """
 
-    task = "segmentation"
     size_rule = SizeRule(first=17, step=16)
     depth = 4
 
-    def __init__(self, group, width: int = 64, num_classes: int = 2):
+    def __init__(self, group, width: int = 64, num_classes: int = 2, head_kernel: int = 1):
         super().__init__(group, num_classes=num_classes, input_size=(33, 33))
         if width < 1 or num_classes < 1:
             raise ValueError(f"UNet: width and num_classes must be positive, got {width} and {num_classes}")
-        self.width = width
+        if head_kernel < 1 or head_kernel % 2 == 0:
+            raise ValueError(f"UNet: head_kernel must be a positive odd int, got {head_kernel}")
+        self.width, self.head_kernel = width, head_kernel
         ch = [level_channels(width, level, self.group) for level in range(self.depth + 1)]
         self.encoder = nn.ModuleList([ConvBlock(3, ch[0], group, lift=True)] + [
             nn.Sequential(GroupMaxPool2d(3, group, stride=2, padding=1), ConvBlock(ch[level - 1], ch[level], group))
@@ -119,7 +128,10 @@ class UNet(ModelBase):
         ])
         self.decoder = nn.ModuleList([UpBlock(ch[level + 1], ch[level], group)
                                       for level in reversed(range(self.depth))])
-        self.head = ProjectionConv2d(ch[0], num_classes, 1, group)
+        self.head = ProjectionConv2d(ch[0], num_classes, head_kernel, group, padding=head_kernel // 2)
+
+    def probe_copy(self) -> "UNet":
+        return UNet(self.group, width=1, num_classes=1, head_kernel=self.head_kernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
@@ -133,23 +145,24 @@ class UNet(ModelBase):
         return self.head(x)  # (B, num_classes, H, W)
 
 
-def _create_unet(group: str, width: int, num_classes: int) -> UNet:
-    return UNet(group, width=width, num_classes=num_classes)
+def _create_unet(group: str, width: int, num_classes: int, head_kernel: int) -> UNet:
+    return UNet(group, width=width, num_classes=num_classes, head_kernel=head_kernel)
 
 
 @register_model
-def p4m_unet(width: int = 64, num_classes: int = 2) -> UNet:
-    """P4M U-Net / GU-Net (seed 001), parameter-matched to ``unet``. Input sides ``17 + 16k``."""
-    return _create_unet("p4m", width, num_classes)
+def p4m_unet(width: int = 64, num_classes: int = 2, head_kernel: int = 3) -> UNet:
+    """P4M U-Net / GU-Net (seed 001), parameter-matched to ``unet``, 3x3 G -> Z2 head. Input sides ``17 + 16k``."""
+    return _create_unet("p4m", width, num_classes, head_kernel)
 
 
 @register_model
-def p4_unet(width: int = 64, num_classes: int = 2) -> UNet:
-    """P4 U-Net (seed 001, rotations only), parameter-matched to ``unet``. Input sides ``17 + 16k``."""
-    return _create_unet("p4", width, num_classes)
+def p4_unet(width: int = 64, num_classes: int = 2, head_kernel: int = 3) -> UNet:
+    """P4 U-Net (seed 001, rotations only), parameter-matched to ``unet``, 3x3 G -> Z2 head. Input sides
+    ``17 + 16k``."""
+    return _create_unet("p4", width, num_classes, head_kernel)
 
 
 @register_model
-def unet(width: int = 64, num_classes: int = 2) -> UNet:
+def unet(width: int = 64, num_classes: int = 2, head_kernel: int = 1) -> UNet:
     """The planar U-Net baseline (seed 001), the same code with the trivial group. Input sides ``17 + 16k``."""
-    return _create_unet("z2", width, num_classes)
+    return _create_unet("z2", width, num_classes, head_kernel)
