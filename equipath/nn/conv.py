@@ -6,6 +6,12 @@ precomputed index gather (the ``_index`` buffer), so the forward pass is a singl
 ``(B, C, |G|, H, W)``. In eval mode without autograd the expanded filter is cached until the weight
 changes. ``fold()`` returns that plain convolution as an ``nn.Conv2d`` / ``nn.ConvTranspose2d``.
 
+Channels-last: the weights of group layers are 5-D, so ``model.to(memory_format=torch.channels_last)``
+cannot convert them; :func:`set_channels_last` instead sets ``channels_last`` on every layer, which then
+runs its planar convolution with the expanded filter and the planar input in channels-last memory (and
+converts the model's 4-D weights). Under autocast the convolution runs in the autocast dtype like any
+``F.conv2d``; the expansion (an index gather) is exact in any dtype.
+
 Exactness: rot90 and flips map the pixel grid onto itself, so every layer is equivariant up to float
 rounding whenever its sampling grid is symmetric: ``(H + 2 * padding - dilation * (k - 1) - 1) % stride
 == 0`` for the convolutions, and ``output_padding == 0`` for the transposed one (any input size).
@@ -19,7 +25,8 @@ from torch import nn
 
 from equipath.groups import get_group
 
-__all__ = ["LiftingConv2d", "GroupConv2d", "ProjectionConv2d", "GroupConvTranspose2d", "CachedFilter", "check_input"]
+__all__ = ["LiftingConv2d", "GroupConv2d", "ProjectionConv2d", "GroupConvTranspose2d", "CachedFilter", "check_input",
+           "set_channels_last"]
 
 
 def check_input(layer: str, x: torch.Tensor, channels: int, group_order: int | None) -> None:
@@ -38,9 +45,15 @@ def check_input(layer: str, x: torch.Tensor, channels: int, group_order: int | N
 class CachedFilter(nn.Module):
     """A module whose convolution filter is expanded from ``weight`` by ``_expand()``; the expansion is
     cached in eval mode while autograd is off, and rebuilt whenever the weight changes (in place, as an
-    optimizer step does, or by moving device or dtype)."""
+    optimizer step does, or by moving device or dtype). With ``channels_last`` set (see
+    :func:`set_channels_last`) the filter and the planar input are channels-last."""
 
     _cache = None
+    channels_last = False
+
+    def _planar(self, x: torch.Tensor) -> torch.Tensor:
+        """The planar input ``(B, C, H, W)`` in the layer's memory format (a no-op when it already is)."""
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def _expand(self) -> torch.Tensor:
         raise NotImplementedError
@@ -49,12 +62,37 @@ class CachedFilter(nn.Module):
         """The expanded planar filter bank."""
         if self.training or torch.is_grad_enabled():
             self._cache = None
-            return self._expand()
+            return self._planar(self._expand())
         w = self.weight
-        key = (w._version, w.data_ptr(), w.dtype, w.device, torch.is_inference_mode_enabled())
+        key = (w._version, w.data_ptr(), w.dtype, w.device, torch.is_inference_mode_enabled(), self.channels_last)
         if self._cache is None or self._cache[0] != key:
-            self._cache = (key, self._expand())
+            self._cache = (key, self._planar(self._expand()))
         return self._cache[1]
+
+
+def set_channels_last(model: nn.Module) -> nn.Module:
+    """Run ``model``'s convolutions in channels-last memory, in place; returns ``model``.
+
+    What ``model.to(memory_format=torch.channels_last)`` does for plain networks, for networks with group
+    layers too: every 4-D parameter and buffer (``nn.Conv2d`` weights) is made channels-last, and every
+    :class:`CachedFilter` layer expands its filter and lays out its planar input channels-last. Outputs are
+    unchanged up to float rounding (the same sums in another order).
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(LiftingConv2d(3, 4, 3, "p4m"), GroupConv2d(4, 4, 3, "p4m"))
+        >>> x = torch.randn(1, 3, 9, 9)
+        >>> y = net(x)
+        >>> bool(torch.allclose(set_channels_last(net)(x), y, atol=1e-5))
+        True
+    """
+    for module in model.modules():
+        if isinstance(module, CachedFilter):
+            module.channels_last = True
+        for name, tensor in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+            if tensor is not None and tensor.dim() == 4 and tensor.is_floating_point():
+                tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
+    return model
 
 
 class _EquivariantConv(CachedFilter):
@@ -92,7 +130,7 @@ class _EquivariantConv(CachedFilter):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(type(self).__name__, x, self.in_channels, self.in_order)
         B = x.shape[0]
-        x = x.flatten(1, 2) if self.in_order else x  # (B, C * |G|, H, W)
+        x = self._planar(x.flatten(1, 2) if self.in_order else x)  # (B, C * |G|, H, W)
         if self.transposed:
             y = F.conv_transpose2d(x, self.filter(), self.planar_bias(), self.stride, self.padding,
                                    self.output_padding, 1, self.dilation)
@@ -105,7 +143,7 @@ class _EquivariantConv(CachedFilter):
     @torch.no_grad()
     def fold(self) -> nn.Module:
         """A plain ``nn.Conv2d`` (``nn.ConvTranspose2d``) on the planar view, with the same outputs."""
-        w = self._expand().detach().clone()
+        w = self._expand().detach().clone(memory_format=torch.contiguous_format)
         bias = self.planar_bias()
         if self.transposed:
             conv = nn.ConvTranspose2d(w.shape[0], w.shape[1], self.kernel_size, self.stride, self.padding,

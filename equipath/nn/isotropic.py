@@ -51,7 +51,7 @@ class IsotropicConv2d(CachedFilter):
 
     def forward(self, x):
         check_input(type(self).__name__, x, self.in_channels, None)
-        return F.conv2d(x, self.filter(), self.bias, self.stride, self.padding, self.dilation)
+        return F.conv2d(self._planar(x), self.filter(), self.bias, self.stride, self.padding, self.dilation)
 
     @torch.no_grad()
     def fold(self) -> nn.Conv2d:
@@ -59,7 +59,7 @@ class IsotropicConv2d(CachedFilter):
         conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
                          self.dilation, bias=self.bias is not None)
         conv = conv.to(device=self.weight.device, dtype=self.weight.dtype)
-        conv.weight.copy_(self.filter())
+        conv.weight.copy_(self._expand())
         if self.bias is not None:
             conv.bias.copy_(self.bias)
         return conv

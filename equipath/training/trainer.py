@@ -24,7 +24,6 @@ Example:
     PosixPath('runs/example/best.pt')
 """
 
-import contextlib
 import csv
 import io
 import logging
@@ -46,6 +45,7 @@ from equipath.evaluation.base import concat_records
 from equipath.models import create_model
 from equipath.training.config import TrainConfig
 from equipath.training.datasets import build_datasets, estimate_normalization
+from equipath.training.device import device_plan
 from equipath.training.distributed import World, all_gather_objects, all_reduce_sum, setup_distributed, \
     teardown_distributed
 from equipath.training.losses import build_loss
@@ -120,7 +120,7 @@ class _Run:
             mean, std = estimate_normalization(self.train_set, config.seed)
             self.normalization = {"mean": config.normalization_mean or mean, "std": config.normalization_std or std}
         device = world.device
-        self.amp = config.amp and device.type == "cuda"
+        self.plan = device_plan(device, amp=None if config.amp else False)
         self.mean = torch.tensor(self.normalization["mean"], device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(self.normalization["std"], device=device).view(1, 3, 1, 1)
         self.history, self.start_epoch = [], 0
@@ -129,9 +129,7 @@ class _Run:
             self.model.load_state_dict(self.resume["state_dict"])
             self.history, self.start_epoch = list(self.resume["history"]), self.resume["epoch"]
             self.best_loss, self.best_epoch = self.resume["best_val_loss"], self.resume["best_epoch"]
-        self.model.to(device)
-        if self.amp:
-            self.model.to(memory_format=torch.channels_last)
+        self.plan.apply(self.model)
         self.net = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None) \
             if world.size > 1 else self.model
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -143,19 +141,16 @@ class _Run:
 
     # ---------------------------------------------------------------------------------------------- steps
     def _inputs(self, x):
-        x = (x.to(self.world.device, non_blocking=True) - self.mean) / self.std
-        return x.contiguous(memory_format=torch.channels_last) if self.amp else x
+        return self.plan.inputs((x.to(self.world.device, non_blocking=self.plan.non_blocking) - self.mean) / self.std)
 
     def _autocast(self):
-        if self.amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return self.plan.autocast()
 
     def _loader(self, dataset, batches, epoch: int) -> DataLoader:
         generator = torch.Generator().manual_seed(epoch_seed(self.config.seed, epoch, 1 + self.world.rank))
         return DataLoader(dataset, batch_sampler=batches, num_workers=self.config.data.num_workers,
                           worker_init_fn=seed_worker, generator=generator,
-                          pin_memory=self.world.device.type == "cuda")
+                          pin_memory=self.plan.pin_memory)
 
     def _train_epoch(self, epoch: int) -> tuple[float, int]:
         config, world = self.config, self.world
@@ -170,7 +165,7 @@ class _Run:
         for x, y in bar:
             with self._autocast():
                 logits = self.net(self._inputs(x))
-            loss = self.loss_fn(logits.float(), y.to(world.device, non_blocking=True))
+            loss = self.loss_fn(logits.float(), y.to(world.device, non_blocking=self.plan.non_blocking))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()

@@ -16,11 +16,13 @@ pixels: neighbouring tiles overlap by exactly ``rf - s`` pixels, what the recept
 for every cell, equal to patch-by-patch prediction (:func:`predict_patches`) up to float rounding. Only
 tissue is read and run; the map is 0 elsewhere. Tiles are read ahead in threads while the
 model runs, batched, and written into a map that lives on disk (``.npy`` memmap) when an ``out`` path is
-given, so memory is bounded by the batch whatever the slide size. A CUDA device runs under bf16 autocast.
+given, so memory is bounded by the batch whatever the slide size.
 
-With ``tta=True`` each tile is also run under the 8 elements of D4 (``p4m``, through
-:mod:`equipath.groups`) and the back-transformed probabilities are averaged: the cost is 8x, and for a
-``p4m``-equivariant model the result is the same map.
+With ``tta=True`` each tile is also run under the 8 elements of D4 by
+:class:`~equipath.analysis.tta.GroupTTA` (the one TTA of the library) and the back-transformed
+probabilities are averaged: the cost is 8x, and for a ``p4m``-equivariant model the result is the same map.
+Device decisions (autocast, channels-last, ``non_blocking``) come from
+:func:`~equipath.training.device.device_plan`, and the model runs folded to plain convolutions.
 
 Example:
     >>> import numpy as np
@@ -39,15 +41,17 @@ import logging
 import math
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
-from equipath.groups import get_group
+from equipath.analysis.tta import GroupTTA
+from equipath.nn import fold_model
+from equipath.training.device import DevicePlan, device_plan
 from equipath.wsi.reader import SlideView
 from equipath.wsi.tissue import TissueOptions, tissue_mask
 
@@ -124,40 +128,58 @@ def tissue_cells(view: SlideView, grid: Grid, options: TissueOptions = TissueOpt
     return thumbnail, mask, cells
 
 
-class _Runner:
-    """The model on its device with normalisation, autocast and optional D4 test-time augmentation."""
+class _DenseLogits(nn.Module):
+    """``model.forward_dense`` as a module, in float32: the map :class:`GroupTTA` averages over the group."""
 
-    def __init__(self, model, normalization: dict | None, device, amp: bool | None, tta: bool):
-        self.device = torch.device(device) if device is not None else (
-            torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
-        self.model = model.to(self.device).eval()
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model.forward_dense(x).float()  # (B, 1, h, w)
+
+
+class _PatchLogits(_DenseLogits):
+    def forward(self, x):
+        return self.model(x).float()  # (B, 1)
+
+
+def _predictor(model, dense: bool, tta: bool) -> nn.Module:
+    """The function of the image to run: the model's logit map (``dense``) or patch logits, averaged over
+    the 8 elements of D4 by :class:`~equipath.analysis.tta.GroupTTA` when ``tta``."""
+    f = _DenseLogits(model) if dense else _PatchLogits(model)
+    return GroupTTA(f, "p4m") if tta else f
+
+
+class _Runner:
+    """The device/AMP part: a predictor on the device as the :class:`DevicePlan` says (channels-last,
+    autocast, ``non_blocking``), fed uint8 tiles and normalised on the device. The model is folded to
+    plain convolutions (:func:`~equipath.nn.fold_model`) first when ``fold``: the same outputs, no filter
+    expansion at run time."""
+
+    def __init__(self, model, normalization: dict | None, plan: DevicePlan, fold: bool):
+        self.plan = plan
+        self.model = plan.apply(fold_model(model.eval()) if fold else model.eval())
         norm = normalization or {"mean": [0.0] * 3, "std": [1.0] * 3}
-        self.mean = torch.tensor(norm["mean"], dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        self.std = torch.tensor(norm["std"], dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        amp = self.device.type == "cuda" if amp is None else amp
-        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if amp else nullcontext()
-        self.d4 = get_group("p4m") if tta else None
+        self.mean = torch.tensor(norm["mean"], dtype=torch.float32, device=plan.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(norm["std"], dtype=torch.float32, device=plan.device).view(1, 3, 1, 1)
 
     def _prepare(self, pixels: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(pixels).to(self.device, non_blocking=True)  # (B, H, W, 3) uint8
+        x = torch.from_numpy(pixels).to(self.plan.device, non_blocking=self.plan.non_blocking)  # (B, H, W, 3) uint8
         x = x.permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, H, W) in [0, 1]
-        return (x - self.mean) / self.std
+        return self.plan.inputs((x - self.mean) / self.std)
 
     @torch.inference_mode()
-    def probabilities(self, pixels: np.ndarray, dense: bool) -> np.ndarray:
-        """Probabilities of a batch of uint8 images ``(B, H, W, 3)``: ``(B, h, w)`` dense or ``(B,)``."""
+    def probabilities(self, predictor: nn.Module, pixels: np.ndarray) -> np.ndarray:
+        """Sigmoid of ``predictor`` on a batch of uint8 images ``(B, H, W, 3)``: ``(B, h, w)`` or ``(B,)``."""
         x = self._prepare(pixels)
-        f = self.model.forward_dense if dense else self.model.forward
-        with self.autocast:
-            if self.d4 is None:
-                p = torch.sigmoid(f(x).float())
-            else:
-                p = sum(self._back(torch.sigmoid(f(self.d4.transform(x, g)).float()), g, dense)
-                        for g in range(self.d4.order)) / self.d4.order
-        return p.reshape(p.shape[0], *p.shape[2:]).cpu().numpy() if dense else p.reshape(-1).cpu().numpy()
+        with self.plan.autocast():
+            p = torch.sigmoid(predictor(x).float())
+        return p[:, 0].cpu().numpy()
 
-    def _back(self, p: torch.Tensor, g: int, dense: bool) -> torch.Tensor:
-        return self.d4.transform(p, int(self.d4.inverse[g])) if dense else p
+
+def _plan_for(device, amp: bool | None) -> DevicePlan:
+    return device if isinstance(device, DevicePlan) else device_plan("auto" if device is None else device, amp)
 
 
 def _prefetched(jobs, read, workers: int, depth: int):
@@ -198,7 +220,7 @@ def plan_tiles(cells: np.ndarray, tile_cells: int) -> list[tuple[int, int, int, 
 def predict_dense(model, view: SlideView, grid: Grid, cells: np.ndarray | None = None, *,
                   normalization: dict | None = None, tile_cells: int = 16, batch_size: int = 2,
                   device=None, amp: bool | None = None, tta: bool = False, out: str | Path | None = None,
-                  read_workers: int = 2, progress: bool = True) -> np.ndarray:
+                  read_workers: int = 2, fold: bool = True, progress: bool = True) -> np.ndarray:
     """Tumour probability of every tissue cell of ``grid`` by tiled fully-convolutional inference.
 
     Args:
@@ -212,11 +234,14 @@ def predict_dense(model, view: SlideView, grid: Grid, cells: np.ndarray | None =
         tile_cells: ``T``, the largest tile side in cells; a ``h x w``-cell tile reads
             ``((h - 1) * s + rf) x ((w - 1) * s + rf)`` pixels. Defaults to 16.
         batch_size: tiles of the same shape per forward pass. Defaults to 2.
-        device: torch device. Defaults to CUDA when available, else the CPU.
+        device: a torch device or a :class:`~equipath.training.device.DevicePlan` (which then also decides
+            AMP and channels-last). Defaults to CUDA when available, else the CPU.
         amp: bf16 autocast. Defaults to True on CUDA, False on the CPU.
-        tta: average over the 8 D4 transforms of every tile. Defaults to False.
+        tta: average over the 8 D4 transforms of every tile (:class:`~equipath.analysis.tta.GroupTTA`;
+            tiles are then read square). Defaults to False.
         out: ``.npy`` path for an on-disk (memmap) map. Defaults to None (in memory).
         read_workers: threads reading tiles ahead of the model. Defaults to 2.
+        fold: run the model folded to plain convolutions (same outputs). Defaults to True.
         progress: show a progress bar. Defaults to True.
 
     Returns:
@@ -231,15 +256,16 @@ def predict_dense(model, view: SlideView, grid: Grid, cells: np.ndarray | None =
         raise ValueError(f"predict_dense: tile_cells and batch_size must be >= 1, got {tile_cells}, {batch_size}")
     s, rf = grid.stride, grid.receptive_field
     tiles = plan_tiles(cells, tile_cells)
-    by_shape = {}
+    by_shape = {}  # tiles by the shape they are computed at, (h, w) cells; square under TTA (GroupTTA rotates)
     for tile in tiles:
-        by_shape.setdefault(tile[2:], []).append(tile)
+        by_shape.setdefault((max(tile[2:]),) * 2 if tta else tile[2:], []).append(tile)
     for h, w in by_shape:
         H, W = (h - 1) * s + rf, (w - 1) * s + rf
         if tuple(model.dense_output_size(H, W)) != (h, w):
             raise ValueError(f"predict_dense: a {H}x{W} tile gives {model.dense_output_size(H, W)} outputs, "
                              f"expected ({h}, {w}) for output stride {s} and receptive field {rf}")
-    batches = [group[k:k + batch_size] for group in by_shape.values() for k in range(0, len(group), batch_size)]
+    batches = [(shape, group[k:k + batch_size]) for shape, group in by_shape.items()
+               for k in range(0, len(group), batch_size)]
     if out is None:
         prob = np.zeros(grid.shape, dtype=np.float32)
     else:
@@ -247,15 +273,17 @@ def predict_dense(model, view: SlideView, grid: Grid, cells: np.ndarray | None =
     read_px = sum(((h - 1) * s + rf) * ((w - 1) * s + rf) for _, _, h, w in tiles)
     log.info("%d tiles over %d of %d cells (%.2f Mpx read, %s)", len(tiles), int(cells.sum()), cells.size,
              read_px / 1e6, "with D4 TTA" if tta else "no TTA")
-    runner = _Runner(model, normalization, device, amp, tta)
+    runner = _Runner(model, normalization, _plan_for(device, amp), fold)
+    predictor = _predictor(runner.model, dense=True, tta=tta)
 
-    def read(batch):
+    def read(job):
+        (h, w), batch = job
         return np.stack([view.read(*grid.patch_origin(i, j), (w - 1) * s + rf, (h - 1) * s + rf)
-                         for i, j, h, w in batch])
+                         for i, j, _, _ in batch])
 
     bar = tqdm(total=len(tiles), desc="tiles", unit="tile", disable=not progress)
-    for batch, pixels in _prefetched(batches, read, read_workers, depth=read_workers + 1):
-        p = runner.probabilities(pixels, dense=True)  # (B, h, w)
+    for (_, batch), pixels in _prefetched(batches, read, read_workers, depth=read_workers + 1):
+        p = runner.probabilities(predictor, pixels)  # (B, h, w)
         for (i, j, h, w), tile in zip(batch, p):
             h, w = min(h, grid.shape[0] - i), min(w, grid.shape[1] - j)
             keep = cells[i:i + h, j:j + w]
@@ -269,7 +297,7 @@ def predict_dense(model, view: SlideView, grid: Grid, cells: np.ndarray | None =
 
 def predict_patches(model, view: SlideView, grid: Grid, positions: np.ndarray, *,
                     normalization: dict | None = None, batch_size: int = 64, device=None,
-                    amp: bool | None = None, tta: bool = False, progress: bool = True) -> np.ndarray:
+                    amp: bool | None = None, tta: bool = False, fold: bool = True, progress: bool = True) -> np.ndarray:
     """Patch-by-patch reference: read each cell's ``rf x rf`` patch and classify it with ``model.forward``.
 
     Args:
@@ -280,11 +308,12 @@ def predict_patches(model, view: SlideView, grid: Grid, positions: np.ndarray, *
         ``(N,) float32`` probabilities.
     """
     positions = np.asarray(positions, dtype=np.int64).reshape(-1, 2)
-    runner = _Runner(model, normalization, device, amp, tta)
+    runner = _Runner(model, normalization, _plan_for(device, amp), fold)
+    predictor = _predictor(runner.model, dense=False, tta=tta)
     rf = grid.receptive_field
     out = np.empty(len(positions), dtype=np.float32)
     for k in tqdm(range(0, len(positions), batch_size), desc="patches", unit="batch", disable=not progress):
         chunk = positions[k:k + batch_size]
         pixels = np.stack([view.read(*grid.patch_origin(i, j), rf, rf) for i, j in chunk])
-        out[k:k + len(chunk)] = runner.probabilities(pixels, dense=False)
+        out[k:k + len(chunk)] = runner.probabilities(predictor, pixels)
     return out
