@@ -14,6 +14,7 @@ from scipy import ndimage
 from equipath.checkpoint import save_checkpoint
 from equipath.cli import main
 from equipath.models import create_model
+from equipath.outdir import DONE_MARKER
 from equipath.wsi.batch import find_slides, run_slides
 from equipath.wsi.detection import read_detections_csv, square_nms
 from equipath.wsi.pipeline import OUTPUT_FILES
@@ -41,7 +42,7 @@ def test_predict_slide_end_to_end_on_the_cmu_slide(tmp_path, checkpoint, capsys)
                  "--no-progress"])
     assert code == 0, capsys.readouterr()
     folder = out / "CMU-1-Small-Region"
-    assert sorted(p.name for p in folder.iterdir()) == sorted(OUTPUT_FILES)
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*OUTPUT_FILES, DONE_MARKER])
     (record,) = out.glob("predict-slide-*.json")  # one timestamped record per run
     assert json.loads(record.read_text())["options"]["mpp"] == 1.996
     summary = json.loads((folder / "slide.json").read_text())
@@ -92,7 +93,7 @@ def test_batch_continues_past_bad_slides_and_resumes(tmp_path, checkpoint, capsy
     assert "missing.svs does not exist" in printed
     assert "no tissue found" in printed  # the blank slide: a warning, and an empty map
     assert np.isnan(np.load(out / "blank" / "probability.npy")).all()  # nothing predicted
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith("predict-slide-")) == ["blank", "crop"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith("predict-slide-")) == ["blank", "crop", "made_with.json"]
     # A killed run: the crop's outputs vanish mid-way and a partial folder is left behind.
     shutil.rmtree(out / "crop")
     (out / ".crop.partial-12345").mkdir()
@@ -100,7 +101,7 @@ def test_batch_continues_past_bad_slides_and_resumes(tmp_path, checkpoint, capsy
     assert main(args) == 1
     printed = capsys.readouterr().out
     assert "1 done, 1 skipped (already done), 2 failed" in printed
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith("predict-slide-")) == ["blank", "crop"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith("predict-slide-")) == ["blank", "crop", "made_with.json"]
     assert len(list(out.glob("predict-slide-*.json"))) == 2  # each run kept its record
     assert (out / "crop" / "slide.json").is_file()
 

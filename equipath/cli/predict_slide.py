@@ -3,7 +3,9 @@
 Each slide's outputs go to ``OUT/{slide name}/`` (see :mod:`equipath.wsi.pipeline`), written atomically;
 a re-run skips finished slides; a slide that fails is reported at the end while the others finish (exit
 status 1 when any failed). Each run's resolved options are written to ``OUT/predict-slide-{UTC time}.json``
-(one record per run, never overwritten).
+(one record per run, never overwritten); what the outputs depend on (the checkpoint's SHA-256 and the
+options) goes to ``OUT/made_with.json``, and a resume with anything else is refused (``--overwrite`` redoes
+every slide). Two runs cannot share ``OUT``: the second stops with a message naming the first.
 """
 
 import argparse
@@ -50,7 +52,8 @@ def register(subparsers) -> None:
     p.add_argument("--workers", type=int, default=1, help="slides processed at once, one process each (default 1)")
     p.add_argument("--rank", type=int, help="this process's shard (default: $RANK or 0)")
     p.add_argument("--world-size", type=int, help="number of shards (default: $WORLD_SIZE or 1)")
-    p.add_argument("--overwrite", action="store_true", help="re-run slides whose outputs exist")
+    p.add_argument("--overwrite", action="store_true",
+                   help="re-run slides whose outputs exist (also with another checkpoint or other options)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
 
@@ -74,7 +77,8 @@ def run(args) -> int:
                          {"checkpoint": job.checkpoint, "model": checkpoint.get("model"),
                           "slides": [str(s) for s in slides], "options": asdict(options), "workers": args.workers})
     outcomes = run_slides(slides, args.out, job, workers=args.workers, rank=args.rank, world_size=args.world_size,
-                          resume=not args.overwrite, progress=not args.no_progress)
+                          resume=not args.overwrite, progress=not args.no_progress, record=job.record(),
+                          record_file="made_with.json")
     failed = [o for o in outcomes if o.status == "failed"]
     for o in outcomes:
         note = f" ({len(o.warnings)} warning(s): {'; '.join(o.warnings)})" if o.warnings else ""

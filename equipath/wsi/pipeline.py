@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from equipath.checkpoint import load_model
+from equipath.outdir import file_sha256
 from equipath.wsi.detection import square_nms, write_detections_csv
 from equipath.wsi.inference import Grid, check_dense_model, predict_dense, tissue_cells
 from equipath.wsi.outputs import (DEFAULT_CMAP, write_geojson, write_heatmap_png, write_json, write_png,
@@ -89,6 +90,34 @@ class PredictOptions:
     cmap: str = DEFAULT_CMAP
     alpha: float = 0.5
     progress: bool = True
+
+    def __post_init__(self):
+        """Every value checked before any slide is read: ``ValueError`` naming the option (its CLI flag)."""
+        for name, low, high in (("tile_cells", 1, 4096), ("batch_size", 1, 4096), ("read_workers", 0, 256),
+                                ("nms_window", 1, 100_000), ("thumbnail_size", 16, 65_536)):
+            _check_number(name, getattr(self, name), low, high, integer=True)
+        if self.level is not None:
+            _check_number("level", self.level, 0, 64, integer=True)
+        for name in ("mpp", "slide_mpp"):
+            if getattr(self, name) is not None:
+                _check_number(name, getattr(self, name), 1e-3, 1e4)
+        for name in ("threshold", "nms_threshold", "alpha"):
+            _check_number(name, getattr(self, name), 0.0, 1.0)
+
+    def made_with(self) -> dict:
+        """The options the outputs depend on (not progress bars, device, batch size or reader threads)."""
+        values = asdict(self)
+        for name in ("progress", "device", "batch_size", "read_workers"):
+            values.pop(name)
+        return values
+
+
+def _check_number(name: str, value, low, high, integer: bool = False) -> None:
+    flag = "--" + name.replace("_", "-")
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or not (low <= value <= high):  # NaN fails too
+        raise ValueError(f"{flag} must be {'an integer' if integer else 'a number'} in [{low:g}, {high:g}], "
+                         f"got {value!r}")
 
 
 def predict_slide(source, out_dir, model, checkpoint: dict, options: PredictOptions = PredictOptions()) -> dict:
@@ -214,6 +243,12 @@ class PredictJob:
     def load(self) -> tuple:
         """``(model, checkpoint dict)``, loaded once per process."""
         return _load(str(self.checkpoint))
+
+    def record(self) -> dict:
+        """What the outputs depend on, for :func:`~equipath.wsi.batch.run_slides`'s ``record``: a resume
+        with another checkpoint (by content) or other options is refused."""
+        return {"checkpoint": str(self.checkpoint),
+                "made_with": {"checkpoint_sha256": file_sha256(self.checkpoint), "options": self.options.made_with()}}
 
     def __call__(self, slide, out_dir) -> dict:
         model, checkpoint = self.load()
