@@ -8,19 +8,25 @@ from PIL import Image
 
 from equipath.data import (PCamDataset, SegmentationDataset, SyntheticSegmentation, csv_pairs, folder_pairs,
                            write_preview, write_synthetic_pcam, write_synthetic_tiles)
-from equipath.data.synthetic import (CENTRE, FIBROBLAST, LYMPHOCYTE, SLIDE_SIZE, TUMOUR, synthetic_patch,
-                                     synthetic_tile)
+from equipath.data.synthetic import (CENTRE, EPITHELIUM, FIBROBLAST, LYMPHOCYTE, SLIDE_SIZE, TUMOUR,
+                                     synthetic_patch, synthetic_tile)
 
 N = 40
 
 
+@pytest.fixture(scope="module", params=[0.0, 1.0], ids=["easy", "hard"])
+def patches(request):
+    return [synthetic_patch(i, seed=3, difficulty=request.param) for i in range(N)]
+
+
 @pytest.fixture(scope="module")
-def patches():
-    return [synthetic_patch(i, seed=3) for i in range(N)]
+def easy():
+    return [synthetic_patch(i, seed=3, difficulty=0.0) for i in range(N)]
 
 
-def test_deterministic_per_index_seed_and_split(patches):
-    again = [synthetic_patch(i, seed=3) for i in reversed(range(6))][::-1]  # other order, same items
+def test_deterministic_per_index_seed_and_split(easy):
+    patches = easy
+    again = [synthetic_patch(i, seed=3, difficulty=0.0) for i in reversed(range(6))][::-1]  # other order
     for a, b in zip(patches, again):
         assert np.array_equal(a.image, b.image) and a.label == b.label
         assert np.array_equal(a.nuclei.centres, b.nuclei.centres)
@@ -59,7 +65,8 @@ def test_drawn_tumour_nuclei_lie_within_their_reach(patches):
         assert (d <= p.nuclei.reach[tumour]).any(axis=1).all()
 
 
-def test_cell_types_look_like_their_description(patches):
+def test_cell_types_look_like_their_description(easy):
+    patches = easy
     nuclei = [p.nuclei for p in patches]
     kinds = np.concatenate([n.kinds for n in nuclei])
     axes = np.concatenate([n.axes for n in nuclei])
@@ -72,9 +79,11 @@ def test_cell_types_look_like_their_description(patches):
     assert np.histogram(angles, 4, (0, np.pi))[0].min() > 0.1 * len(angles)  # random orientation
     hard_negatives = [p for p in patches if p.label == 0 and (p.nuclei.kinds == TUMOUR).any()]
     assert hard_negatives  # tumour outside the centre does not make a positive
+    assert not any((n.kinds == EPITHELIUM).any() for n in nuclei)  # no glands at difficulty 0
 
 
-def test_images_look_like_h_and_e(patches):
+def test_images_look_like_h_and_e(easy):
+    patches = easy
     images = np.stack([p.image for p in patches]).astype(float)
     r, g, b = images[..., 0].mean(), images[..., 1].mean(), images[..., 2].mean()
     assert r > b > g  # pink-purple: green absorbed most
@@ -128,3 +137,56 @@ def test_preview_picture(tmp_path):
     with Image.open(path) as im:
         assert im.width > 300 and im.height > 100
     assert [p.name for p in tmp_path.iterdir()] == ["preview.png"]
+
+
+def test_difficulty_blends_tumour_nuclei_toward_benign_glands():
+    """Documented direction: harder means smaller, more regular tumour nuclei and glands whose nuclei
+    overlap them in size; difficulty 0 has no glands (checked above) and larger tumour nuclei."""
+    def layout(difficulty):
+        nuclei = [synthetic_patch(i, seed=5, difficulty=difficulty).nuclei for i in range(24)]
+        kinds = np.concatenate([n.kinds for n in nuclei])
+        area = np.concatenate([n.axes.prod(1) for n in nuclei])
+        atypia = np.concatenate([n.atypia for n in nuclei])
+        return kinds, area, atypia
+
+    kinds0, area0, atypia0 = layout(0.0)
+    kinds1, area1, atypia1 = layout(1.0)
+    assert area1[kinds1 == TUMOUR].mean() < 0.8 * area0[kinds0 == TUMOUR].mean()
+    assert atypia0[kinds0 == TUMOUR].min() == 1.0 and atypia1[kinds1 == TUMOUR].min() < 0.3
+    gland = area1[kinds1 == EPITHELIUM]
+    assert len(gland) > 20 and gland.max() > np.percentile(area1[kinds1 == TUMOUR], 25)  # classes overlap
+    assert synthetic_patch(0, seed=5, difficulty=0.4, label_noise=0.3).clean_label in (0, 1)
+    flipped = [synthetic_patch(i, seed=5, difficulty=0.0, label_noise=0.4) for i in range(40)]
+    assert 0 < sum(p.label != p.clean_label for p in flipped) < 40
+    with pytest.raises(ValueError, match="difficulty"):
+        synthetic_patch(0, difficulty=1.5)
+
+
+def _centre_features(image: np.ndarray) -> np.ndarray:
+    """Grey-level statistics and dark-blob sizes of the centre 32 x 32, a simple classifier's features."""
+    from scipy import ndimage
+
+    grey = image[CENTRE, CENTRE].astype(float).mean(-1) / 255
+    blobs, n = ndimage.label(grey < 0.45)
+    areas = np.bincount(blobs.ravel())[1:] if n else np.zeros(1)
+    return np.array([grey.mean(), grey.std(), (grey < 0.45).mean(), (grey < 0.3).mean(), areas.max(), areas.mean()])
+
+
+def _nearest_centroid_accuracy(difficulty: float, n: int) -> float:
+    train = [synthetic_patch(i, seed=0, split="train", difficulty=difficulty) for i in range(n)]
+    test = [synthetic_patch(i, seed=0, split="test", difficulty=difficulty) for i in range(n)]
+    x, y = np.stack([_centre_features(p.image) for p in train]), np.array([p.label for p in train])
+    xt, yt = np.stack([_centre_features(p.image) for p in test]), np.array([p.label for p in test])
+    mean, std = x.mean(0), x.std(0) + 1e-9
+    x, xt = (x - mean) / std, (xt - mean) / std
+    c0, c1 = x[y == 0].mean(0), x[y == 1].mean(0)
+    pred = ((xt - c1) ** 2).sum(1) < ((xt - c0) ** 2).sum(1)
+    return float((pred == yt).mean())
+
+
+@pytest.mark.slow
+def test_difficulty_lowers_a_simple_classifiers_accuracy():
+    """A nearest-centroid classifier on centre grey levels and dark-blob sizes (160 train / 160 test
+    patches): accurate at difficulty 0, markedly less so at 1 (measured 0.87 vs 0.74 on 200 / 200)."""
+    easy, hard = _nearest_centroid_accuracy(0.0, 160), _nearest_centroid_accuracy(1.0, 160)
+    assert easy > 0.8 and easy - hard > 0.06, (easy, hard)

@@ -5,15 +5,28 @@ concentration, and ``RGB = 255 * exp(-(c_H * h + c_E * e))`` with stain vectors 
 (pink). The tissue is
 
 - stroma: eosin with wavy collagen fibres along a random direction and a few pale gaps,
-- normal-like nuclei: small, round, dark lymphocyte-like nuclei (dense where the lymphoid field is high)
-  and sparse thin fibroblast nuclei along the fibres,
+- normal-like nuclei: small, round, dark lymphocyte-like nuclei (dense where the lymphoid field is high),
+  thin fibroblast nuclei along the fibres, and benign glands (an elliptical ring of epithelial nuclei,
+  each elongated across the ring, around a pale lumen) at a random orientation,
 - tumour-like nuclei: larger, pleomorphic (ellipses with a perturbed boundary), hyperchromatic with
   coarse chromatin and nucleoli, crowded on a tight lattice inside a tumour region whose cytoplasm is
   stained darker.
 
-Every nucleus has a random orientation, so the data have no preferred direction. Item ``i`` of a set is
-drawn from its own random stream ``(seed, split, i)``: it is the same whichever worker draws it and in
-whatever order. Stain strength varies per pseudo-slide of ``SLIDE_SIZE`` consecutive patches.
+**Difficulty.** ``difficulty`` in [0, 1] (default :data:`DEFAULT_DIFFICULTY`, chosen from a measured
+sweep, see ``docs/data.md``) sets how far the classes overlap. Each image draws a tumour *atypia*
+``s ~ U(1 - d, 1)``; every tumour-like nucleus is a blend ``benign + s * (malignant - benign)`` of a
+benign epithelial nucleus and a malignant one (size, elongation, boundary perturbation, stain, rim and
+nucleolus), and the darker tumour cytoplasm and the crowding scale with ``s`` too. Benign glands appear
+(about ``3 d`` per 96 x 96) with nuclei enlarged toward the malignant ones by up to ``0.5 d``, and
+fibroblasts are ``1 + 2 d`` times as dense. So at ``d = 0`` tumour nuclei are unmistakable and there are
+no glands; at ``d = 1`` a weakly atypical tumour nest and a reactive gland look alike. Every structure
+(fibres, glands, elongated nuclei) has a random orientation, so orientation is a nuisance, never a cue.
+``label_noise`` flips the stored label of a patch with that probability (its own random stream;
+``clean_label`` keeps the truth).
+
+Item ``i`` of a set is drawn from its own random stream ``(seed, split, i)``: it is the same whichever
+worker draws it and in whatever order. Stain strength varies per pseudo-slide of ``SLIDE_SIZE``
+consecutive patches.
 
 Classification patches (96 x 96, like PCam) are labelled 1 exactly when a pixel of a tumour-like nucleus
 lies in the centre 32 x 32 (rows and columns 32..63). Within every pair of indices ``(2k, 2k + 1)`` one
@@ -30,20 +43,22 @@ Example:
     ((64, 80, 3), (64, 80))
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 from scipy import ndimage
 
 __all__ = ["Nuclei", "SyntheticPatch", "SyntheticTile", "synthetic_patch", "synthetic_tile", "tile_shape",
-           "PATCH_SIZE", "CENTRE", "SLIDE_SIZE", "LYMPHOCYTE", "FIBROBLAST", "TUMOUR", "SPLIT_CODES"]
+           "check_difficulty", "PATCH_SIZE", "CENTRE", "SLIDE_SIZE", "LYMPHOCYTE", "FIBROBLAST", "TUMOUR",
+           "EPITHELIUM", "SPLIT_CODES", "DEFAULT_DIFFICULTY"]
 
 PATCH_SIZE = 96
 CENTRE = slice(32, 64)  # the centre 32 x 32 of a PCam patch decides its label
 SLIDE_SIZE = 64  # consecutive patches that share one pseudo-slide's staining
-LYMPHOCYTE, FIBROBLAST, TUMOUR = 0, 1, 2
+LYMPHOCYTE, FIBROBLAST, TUMOUR, EPITHELIUM = 0, 1, 2, 3
 SPLIT_CODES = {"train": 0, "valid": 1, "test": 2}
-_PATCH, _SLIDE, _PAIR, _TILE = 1, 2, 3, 4  # purposes of the random streams
+DEFAULT_DIFFICULTY = 1.0  # chosen from the sweep in docs/data.md
+_PATCH, _SLIDE, _PAIR, _TILE, _NOISE = 1, 2, 3, 4, 5  # purposes of the random streams
 _BOX = 11  # every nucleus is drawn in a (2 * _BOX + 1)^2 box around its centre
 _REACH = 10  # no nucleus pixel with coverage above one half lies farther than this from its centre
 _PAD = 2 * _BOX  # nuclei are drawn on a canvas this much larger than the image on every side
@@ -59,9 +74,13 @@ class Nuclei:
         centres: ``(N, 2)`` float centres.
         axes: ``(N, 2)`` semi-axes (along ``angles``, across), before the boundary perturbation.
         angles: ``(N,)`` orientation of the first axis in radians.
-        kinds: ``(N,)`` :data:`LYMPHOCYTE`, :data:`FIBROBLAST` or :data:`TUMOUR`.
+        kinds: ``(N,)`` :data:`LYMPHOCYTE`, :data:`FIBROBLAST`, :data:`TUMOUR` or :data:`EPITHELIUM`.
         reach: ``(N,)`` radius of a disc around the centre that holds every pixel the nucleus covers by
             more than one half (at most 10 pixels).
+        amps, phases: ``(N, 3)`` amplitudes and phases of the boundary harmonics 2, 3, 4.
+        strength: ``(N,)`` haematoxylin density.
+        atypia: ``(N,)`` in [0, 1], how malignant the chromatin looks (darker rim, nucleolus); 0 for
+            lymphocytes and fibroblasts.
     """
 
     centres: np.ndarray
@@ -69,16 +88,32 @@ class Nuclei:
     angles: np.ndarray
     kinds: np.ndarray
     reach: np.ndarray
+    amps: np.ndarray
+    phases: np.ndarray
+    strength: np.ndarray
+    atypia: np.ndarray
+
+    def select(self, keep: np.ndarray) -> "Nuclei":
+        """The nuclei where the bool ``(N,)`` ``keep`` is True."""
+        return Nuclei(*(getattr(self, f.name)[keep] for f in fields(self)))
+
+    @staticmethod
+    def concat(parts: list) -> "Nuclei":
+        return Nuclei(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Nuclei)))
+
+    def __len__(self) -> int:
+        return len(self.kinds)
 
 
 @dataclass(frozen=True)
 class SyntheticPatch:
-    """A 96 x 96 classification patch: ``image`` uint8 ``(96, 96, 3)``, ``label`` 0/1, its ``nuclei``,
-    ``tumour_nuclei`` bool ``(96, 96)`` (pixels of tumour-like nuclei, which decide the label) and
-    ``tumour_region`` bool ``(96, 96)``."""
+    """A 96 x 96 classification patch: ``image`` uint8 ``(96, 96, 3)``, ``label`` 0/1 (after label noise),
+    ``clean_label`` (before it), its ``nuclei``, ``tumour_nuclei`` bool ``(96, 96)`` (pixels of tumour-like
+    nuclei, which decide ``clean_label``) and ``tumour_region`` bool ``(96, 96)``."""
 
     image: np.ndarray
     label: int
+    clean_label: int
     nuclei: Nuclei
     tumour_nuclei: np.ndarray
     tumour_region: np.ndarray
@@ -92,6 +127,27 @@ class SyntheticTile:
     image: np.ndarray
     mask: np.ndarray
     nuclei: Nuclei
+
+
+@dataclass(frozen=True)
+class _Tissue:
+    """What one image is made of besides its nuclei: the tumour region and its atypia, the glands' lumen
+    and epithelium masks, the fibre direction."""
+
+    region: np.ndarray
+    atypia: float
+    lumen: np.ndarray
+    epithelium: np.ndarray
+    fibre_angle: float
+
+
+def check_difficulty(difficulty: float, label_noise: float = 0.0) -> tuple[float, float]:
+    """``(difficulty, label_noise)`` as floats; ``ValueError`` unless both lie in [0, 1] (noise below 0.5)."""
+    if not 0.0 <= float(difficulty) <= 1.0:
+        raise ValueError(f"difficulty must be in [0, 1], got {difficulty}")
+    if not 0.0 <= float(label_noise) < 0.5:
+        raise ValueError(f"label_noise must be in [0, 0.5), got {label_noise}")
+    return float(difficulty), float(label_noise)
 
 
 def _rng(seed: int, split: str, purpose: int, index: int) -> np.random.Generator:
@@ -141,36 +197,44 @@ def _sample_at(field: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return field[idx[:, 0], idx[:, 1]]
 
 
-def _make_nuclei(rng, pts: np.ndarray, kind: int, fibre_angle: float) -> dict:
+def _epithelial_shape(rng, n: int) -> tuple:
+    """Major semi-axis, minor / major, boundary amplitudes and stain of ``n`` benign epithelial nuclei."""
+    return rng.uniform(3.4, 4.6, n), rng.uniform(0.6, 0.85, n), rng.uniform(0, 0.02, (n, 3)), rng.uniform(1.2, 1.6, n)
+
+
+def _malignant_shape(rng, n: int) -> tuple:
+    """The same for malignant nuclei: larger, less regular, darker."""
+    return rng.uniform(5.0, 8.3, n), rng.uniform(0.55, 0.92, n), rng.uniform(0, 0.06, (n, 3)), rng.uniform(1.4, 2.1, n)
+
+
+def _make_nuclei(rng, pts: np.ndarray, kind: int, angles=None, atypia: float = 1.0) -> Nuclei:
+    """Nuclei of ``kind`` at ``pts``; epithelial and tumour nuclei blend the benign and malignant shapes
+    by ``atypia``; ``angles`` default to uniform ones."""
     n = len(pts)
+    if angles is None:
+        angles = rng.uniform(0, 2 * np.pi, n)
     if kind == LYMPHOCYTE:
         major = rng.uniform(2.6, 3.6, n)
         minor = major * rng.uniform(0.82, 1.0, n)
         amps = rng.uniform(0, 0.04, (n, 3))
         strength = rng.uniform(1.7, 2.3, n)
-        angles = rng.uniform(0, 2 * np.pi, n)
+        look = np.zeros(n)
     elif kind == FIBROBLAST:
         major = rng.uniform(4.0, 6.5, n)
         minor = rng.uniform(1.1, 1.8, n)
         amps = rng.uniform(0, 0.05, (n, 3))
         strength = rng.uniform(1.2, 1.6, n)
-        angles = fibre_angle + rng.normal(0, 0.25, n)
+        look = np.zeros(n)
     else:
-        major = rng.uniform(5.0, 8.3, n)
-        minor = major * rng.uniform(0.55, 0.92, n)
-        amps = rng.uniform(0, 0.06, (n, 3))
-        strength = rng.uniform(1.4, 2.1, n)
-        angles = rng.uniform(0, 2 * np.pi, n)
-    return {"centres": pts, "axes": np.stack([major, minor], 1), "angles": angles,
-            "kinds": np.full(n, kind), "amps": amps, "phases": rng.uniform(0, 2 * np.pi, (n, 3)),
-            "strength": strength, "reach": major * (1 + amps.sum(1))}
+        benign, malignant = _epithelial_shape(rng, n), _malignant_shape(rng, n)
+        major, ratio, amps, strength = (b + atypia * (m - b) for b, m in zip(benign, malignant))
+        minor = major * ratio
+        look = np.full(n, float(atypia))
+    return Nuclei(pts, np.stack([major, minor], 1), np.asarray(angles, dtype=float), np.full(n, kind),
+                  major * (1 + amps.sum(1)), amps, rng.uniform(0, 2 * np.pi, (n, 3)), strength, look)
 
 
-def _concat(parts: list) -> dict:
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
-def _coverage(nuc: dict, half: int) -> tuple:
+def _coverage(nuc: Nuclei, half: int) -> tuple:
     """Coverage ``(N, S, S)`` of each nucleus in its box of side ``S = 2 * half + 1`` around the rounded
     centre, and the normalised radius ``rho`` there.
 
@@ -179,11 +243,11 @@ def _coverage(nuc: dict, half: int) -> tuple:
     coverage falls from 1 to 0 over one pixel across that boundary (anti-aliasing).
     """
     offs = np.arange(-half, half + 1, dtype=float)
-    frac = nuc["centres"] - np.rint(nuc["centres"])
+    frac = nuc.centres - np.rint(nuc.centres)
     dy = offs[None, :, None] - frac[:, 0, None, None]  # (N, S, 1)
     dx = offs[None, None, :] - frac[:, 1, None, None]  # (N, 1, S)
-    cos, sin = np.cos(nuc["angles"])[:, None, None], np.sin(nuc["angles"])[:, None, None]
-    major, minor = nuc["axes"][:, 0, None, None], nuc["axes"][:, 1, None, None]
+    cos, sin = np.cos(nuc.angles)[:, None, None], np.sin(nuc.angles)[:, None, None]
+    major, minor = nuc.axes[:, 0, None, None], nuc.axes[:, 1, None, None]
     u = (dy * cos + dx * sin) / major  # (N, S, S)
     v = (-dy * sin + dx * cos) / minor
     rho = np.sqrt(u * u + v * v)
@@ -192,32 +256,33 @@ def _coverage(nuc: dict, half: int) -> tuple:
     edge = np.ones_like(rho)
     for k in range(3):  # harmonics 2, 3, 4 by the angle-addition formulas
         ck, sk = ck * c1 - sk * s1, sk * c1 + ck * s1
-        amp, phase = nuc["amps"][:, k, None, None], nuc["phases"][:, k, None, None]
+        amp, phase = nuc.amps[:, k, None, None], nuc.phases[:, k, None, None]
         edge += amp * (ck * np.cos(phase) - sk * np.sin(phase))
     radius = np.sqrt((major * c1) ** 2 + (minor * s1) ** 2)  # pixels from the centre to the ellipse
     return np.clip((edge - rho) * radius + 0.5, 0, 1), rho, u, v
 
 
-def _draw_nuclei(rng, nuc: dict, shape) -> tuple:
+def _draw_nuclei(rng, nuc: Nuclei, shape) -> tuple:
     """Haematoxylin density of all nuclei and the coverage of tumour-like nuclei, both ``shape``.
 
-    Lymphocytes are dark and uniform; tumour-like nuclei have a darker rim, a nucleolus and coarse
-    chromatin. Where nuclei overlap the denser one shows.
+    Lymphocytes are dark and uniform; epithelial and tumour-like nuclei get a darker rim, a nucleolus and
+    coarse chromatin in proportion to their atypia. Where nuclei overlap the denser one shows.
     """
     h, w = shape
     density = np.zeros((h + 2 * _PAD, w + 2 * _PAD))
     tumour = np.zeros_like(density)
-    for kind, half in ((LYMPHOCYTE, 5), (FIBROBLAST, 8), (TUMOUR, _BOX)):
-        sel = nuc["kinds"] == kind
+    for kind, half in ((LYMPHOCYTE, 5), (FIBROBLAST, 8), (EPITHELIUM, 8), (TUMOUR, _BOX)):
+        sel = nuc.kinds == kind
         if not sel.any():
             continue
-        part = {k: v[sel] for k, v in nuc.items()}
+        part = nuc.select(sel)
         alpha, rho, u, v = _coverage(part, half)
-        dens = alpha * part["strength"][:, None, None]
-        if kind == TUMOUR:
-            nucleolus = 0.9 * np.exp(-((u - 0.25) ** 2 + (v + 0.1) ** 2) / 0.03)
-            dens = dens * (0.75 + 0.35 * np.minimum(rho, 1) ** 2) + alpha * nucleolus
-        corner = np.rint(part["centres"]).astype(int) - half + _PAD  # (N, 2) top-left of each box
+        dens = alpha * part.strength[:, None, None]
+        if kind in (TUMOUR, EPITHELIUM):
+            a = part.atypia[:, None, None]
+            nucleolus = 0.9 * a * np.exp(-((u - 0.25) ** 2 + (v + 0.1) ** 2) / 0.03)
+            dens = dens * (1 + a * (0.35 * np.minimum(rho, 1) ** 2 - 0.25)) + alpha * nucleolus
+        corner = np.rint(part.centres).astype(int) - half + _PAD  # (N, 2) top-left of each box
         s = 2 * half + 1
         for i, (r, c) in enumerate(corner):
             if r < 0 or c < 0 or r + s > density.shape[0] or c + s > density.shape[1]:
@@ -238,20 +303,25 @@ def _stain(rng, slide_rng) -> tuple:
     return h_vec, e_vec, scale
 
 
-def _render(rng, slide_rng, shape, nuc: dict, tumour_region: np.ndarray, fibre_angle: float) -> tuple:
-    """Compose stroma, tumour cytoplasm and nuclei in optical density; returns (uint8 image, tumour
-    nucleus coverage)."""
+def _render(rng, slide_rng, shape, nuc: Nuclei, tissue: _Tissue) -> tuple:
+    """Compose stroma, glands, tumour cytoplasm and nuclei in optical density; returns (uint8 image,
+    tumour nucleus coverage)."""
     h, w = shape
     yy, xx = np.mgrid[0:h, 0:w].astype(float)
     wobble, fade, texture, pale = _smooth_noise(rng, shape, 5.0, 8.0, 10.0, 9.0)
-    along = yy * np.cos(fibre_angle) + xx * np.sin(fibre_angle)
+    along = yy * np.cos(tissue.fibre_angle) + xx * np.sin(tissue.fibre_angle)
     fibres = (0.5 + 0.5 * np.sin(2 * np.pi * along / rng.uniform(4, 8) + 3.5 * wobble)) ** 4
     contrast = np.clip(0.5 + 0.4 * fade, 0.1, 1)  # fibres fade in and out
     eosin = rng.uniform(0.45, 0.65) * (0.6 + 0.4 * contrast * fibres) * (1 + 0.15 * texture)
     gaps = pale > rng.uniform(1.6, 2.6)
     eosin = np.where(ndimage.binary_dilation(gaps), 0.12 * eosin, eosin)
     haem = np.full(shape, 0.05)
-    cytoplasm = ndimage.gaussian_filter(tumour_region.astype(float), 2.0)
+    epithelium = ndimage.gaussian_filter(tissue.epithelium.astype(float), 1.0)
+    lumen = ndimage.gaussian_filter(tissue.lumen.astype(float), 1.0)
+    eosin = eosin * (1 - 0.3 * epithelium) + 0.3 * epithelium
+    haem = haem + 0.08 * epithelium
+    eosin = eosin * (1 - 0.85 * lumen)
+    cytoplasm = (0.2 + 0.8 * tissue.atypia) * ndimage.gaussian_filter(tissue.region.astype(float), 2.0)
     eosin = eosin * (1 - 0.4 * cytoplasm) + 0.35 * cytoplasm
     haem = haem + 0.25 * cytoplasm
     nuclei, tumour = _draw_nuclei(rng, nuc, shape)
@@ -264,29 +334,70 @@ def _render(rng, slide_rng, shape, nuc: dict, tumour_region: np.ndarray, fibre_a
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8), tumour > 0.5
 
 
-def _normal_nuclei(rng, shape, fibre_angle: float, lymphoid: float) -> dict:
-    """Lymphocytes (dense where a smooth lymphoid field is high) and sparse fibroblasts."""
+def _glands(rng, shape, region: np.ndarray, difficulty: float) -> tuple:
+    """Benign glands outside ``region``: ``(epithelial nuclei, lumen mask, epithelium mask, outer mask)``.
+
+    A gland is an ellipse (semi-axes 9-18 and 0.45-0.8 of that, any orientation); its epithelial nuclei sit
+    on the ellipse about 8 pixels apart, each elongated along the ellipse's normal; the lumen is the
+    inner 70 %. There are ``Poisson(3 d * area / 96^2)`` of them; their nuclei are enlarged toward the
+    malignant shape by ``U(0, 0.5 d)`` per gland (reactive atypia).
+    """
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(float)
+    lumen = np.zeros(shape, dtype=bool)
+    band = np.zeros(shape, dtype=bool)
+    parts = []
+    for _ in range(rng.poisson(3.0 * difficulty * h * w / PATCH_SIZE ** 2)):
+        centre = rng.uniform(0, [h, w])
+        a = rng.uniform(9, 18)
+        b = a * rng.uniform(0.45, 0.8)
+        theta = rng.uniform(0, 2 * np.pi)
+        dy, dx = yy - centre[0], xx - centre[1]
+        u = (dy * np.cos(theta) + dx * np.sin(theta)) / a
+        v = (-dy * np.sin(theta) + dx * np.cos(theta)) / b
+        r2 = u * u + v * v
+        t = np.linspace(0, 2 * np.pi, max(int(np.pi * (a + b) / 8.0), 5), endpoint=False)
+        t = t + rng.uniform(0, 2 * np.pi)
+        ring = np.stack([a * np.cos(t), b * np.sin(t)], 1)  # in the gland's frame (along, across)
+        rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+        pts = ring @ rot.T + centre + rng.normal(0, 0.6, ring.shape)
+        normal = np.arctan2(a * np.sin(t), b * np.cos(t)) + theta  # direction of the ellipse's normal
+        parts.append(_make_nuclei(rng, pts, EPITHELIUM, normal + rng.normal(0, 0.15, len(t)),
+                                  atypia=rng.uniform(0, 0.5 * difficulty)))
+        lumen |= r2 < 0.7 ** 2
+        band |= (r2 >= 0.7 ** 2) & (r2 < 1.25 ** 2)
+    keep_out = ndimage.binary_dilation(region, iterations=3) if region.any() else region
+    lumen, band = lumen & ~keep_out, band & ~keep_out
+    if not parts:
+        return None, lumen, band, lumen | band
+    nuc = Nuclei.concat(parts)
+    return nuc.select(~_sample_at(keep_out, nuc.centres)), lumen, band, lumen | band
+
+
+def _normal_nuclei(rng, shape, fibre_angle: float, lymphoid: float, difficulty: float) -> Nuclei:
+    """Lymphocytes (dense where a smooth lymphoid field is high) and fibroblasts along the fibres."""
     field = _smooth_noise(rng, shape, 12.0) + lymphoid
     lym = _lattice(rng, shape, rng.uniform(7.0, 8.5), 0.3)
     keep = rng.random(len(lym)) < 1 / (1 + np.exp(-3 * _sample_at(field, lym)))
-    fib = rng.uniform(-_BOX, np.array(shape) + _BOX, (rng.poisson(np.prod(shape) / 900), 2))
-    return _concat([_make_nuclei(rng, lym[keep], LYMPHOCYTE, fibre_angle),
-                    _make_nuclei(rng, fib, FIBROBLAST, fibre_angle)])
+    fib = rng.uniform(-_BOX, np.array(shape) + _BOX, (rng.poisson((1 + 2 * difficulty) * np.prod(shape) / 900), 2))
+    return Nuclei.concat([_make_nuclei(rng, lym[keep], LYMPHOCYTE),
+                          _make_nuclei(rng, fib, FIBROBLAST, fibre_angle + rng.normal(0, 0.25, len(fib)))])
 
 
-def _place(rng, shape, region: np.ndarray, fibre_angle: float, origin=None, lymphoid: float = 0.0) -> dict:
-    """Tumour-like nuclei crowded on a lattice inside ``region`` (through ``origin`` when given) and
-    normal-like nuclei outside it."""
-    normal = _normal_nuclei(rng, shape, fibre_angle, lymphoid)
-    outside = ~_sample_at(region, normal["centres"])
-    normal = {k: v[outside] for k, v in normal.items()}
-    if not region.any():
-        return normal
-    pts = _lattice(rng, shape, rng.uniform(11.0, 13.5), 0.2, origin)
-    inside = np.all((pts >= 0) & (pts < np.array(shape)), axis=1)
-    pts = pts[inside]
-    pts = pts[_sample_at(region, pts)]
-    return _concat([normal, _make_nuclei(rng, pts, TUMOUR, fibre_angle)])
+def _tissue(rng, shape, region: np.ndarray, difficulty: float, origin=None, lymphoid: float = 0.0) -> tuple:
+    """Nuclei and tissue of one image: tumour-like nuclei crowded on a lattice inside ``region`` (through
+    ``origin`` when given), glands and normal-like nuclei outside it."""
+    fibre_angle = rng.uniform(0, np.pi)
+    atypia = rng.uniform(1 - difficulty, 1)
+    gland_nuclei, lumen, band, outer = _glands(rng, shape, region, difficulty)
+    normal = _normal_nuclei(rng, shape, fibre_angle, lymphoid, difficulty)
+    normal = normal.select(~_sample_at(region | outer, normal.centres))
+    parts = [normal] + ([gland_nuclei] if gland_nuclei is not None else [])
+    if region.any():
+        pts = _lattice(rng, shape, rng.uniform(9.0, 11.0) + atypia * 2.5, 0.2, origin)
+        pts = pts[np.all((pts >= 0) & (pts < np.array(shape)), axis=1)]
+        parts.append(_make_nuclei(rng, pts[_sample_at(region, pts)], TUMOUR, atypia=atypia))
+    return Nuclei.concat(parts), _Tissue(region, atypia, lumen, band, fibre_angle)
 
 
 def _blob(rng, shape, centre, radius: float) -> np.ndarray:
@@ -296,27 +407,30 @@ def _blob(rng, shape, centre, radius: float) -> np.ndarray:
     return np.exp(-d2 / (2 * radius ** 2)) + 0.25 * _smooth_noise(rng, shape, 8.0) > 0.5
 
 
-def _nuclei(nuc: dict) -> Nuclei:
-    return Nuclei(nuc["centres"], nuc["axes"], nuc["angles"], nuc["kinds"], nuc["reach"])
-
-
-def synthetic_patch(index: int, seed: int = 0, split: str = "train") -> SyntheticPatch:
+def synthetic_patch(index: int, seed: int = 0, split: str = "train", difficulty: float = DEFAULT_DIFFICULTY,
+                    label_noise: float = 0.0) -> SyntheticPatch:
     """Patch ``index`` of the synthetic PCam-like ``split`` (``"train"``, ``"valid"`` or ``"test"``).
 
     Label 1 (tumour in the centre): a tumour region grown around a point of the centre 32 x 32 with a
     tumour nucleus on that point. Label 0: normal tissue or, one time in three, a tumour region whose
-    nuclei all stay farther than their reach from the centre 32 x 32. ``label`` is read off the drawn
-    tumour nuclei (any pixel in the centre), which the construction makes equal to the intended class.
+    nuclei all stay farther than their reach from the centre 32 x 32. ``clean_label`` is read off the
+    drawn tumour nuclei (any pixel in the centre), which the construction makes equal to the intended
+    class; ``label`` is it flipped with probability ``label_noise``.
+
+    Args:
+        index, seed, split: which patch.
+        difficulty: class overlap in [0, 1] (module docstring). Defaults to :data:`DEFAULT_DIFFICULTY`.
+        label_noise: probability of a flipped ``label``. Defaults to 0.
     """
+    difficulty, label_noise = check_difficulty(difficulty, label_noise)
     shape = (PATCH_SIZE, PATCH_SIZE)
     want = (index + int(_rng(seed, split, _PAIR, index // 2).integers(2))) % 2
     rng = _rng(seed, split, _PATCH, index)
     slide_rng = _rng(seed, split, _SLIDE, index // SLIDE_SIZE)
-    fibre_angle = rng.uniform(0, np.pi)
     origin = None
     if want == 1:
         origin = rng.uniform(CENTRE.start, CENTRE.stop - 1, 2)
-        region = _blob(rng, shape, origin, rng.uniform(14, 30))
+        region = _blob(rng, shape, origin, rng.uniform(14 - 6 * difficulty, 30))
         region[tuple(np.rint(origin).astype(int))] = True
     elif rng.random() < 1 / 3:
         side = rng.integers(4)
@@ -327,12 +441,13 @@ def synthetic_patch(index: int, seed: int = 0, split: str = "train") -> Syntheti
         region[keep_out, keep_out] = False
     else:
         region = np.zeros(shape, dtype=bool)
-    nuc = _place(rng, shape, region, fibre_angle, origin, lymphoid=rng.uniform(-0.5, 1.5))
-    image, tumour = _render(rng, slide_rng, shape, nuc, region, fibre_angle)
-    label = int(tumour[CENTRE, CENTRE].any())
-    if label != want:
+    nuc, tissue = _tissue(rng, shape, region, difficulty, origin, lymphoid=rng.uniform(-0.5, 1.5))
+    image, tumour = _render(rng, slide_rng, shape, nuc, tissue)
+    clean = int(tumour[CENTRE, CENTRE].any())
+    if clean != want:
         raise RuntimeError(f"synthetic patch {index} (seed {seed}, {split}) broke its label rule")
-    return SyntheticPatch(image, label, _nuclei(nuc), tumour, region)
+    flip = label_noise > 0 and _rng(seed, split, _NOISE, index).random() < label_noise
+    return SyntheticPatch(image, 1 - clean if flip else clean, clean, nuc, tumour, region)
 
 
 def tile_shape(size) -> tuple:
@@ -343,16 +458,18 @@ def tile_shape(size) -> tuple:
     return h, w
 
 
-def synthetic_tile(index: int, seed: int = 0, size=(320, 320), split: str = "train") -> SyntheticTile:
+def synthetic_tile(index: int, seed: int = 0, size=(320, 320), split: str = "train",
+                   difficulty: float = DEFAULT_DIFFICULTY) -> SyntheticTile:
     """Segmentation tile ``index``: ``size = (H, W)`` pixels, a random tumour region (none in about one
-    tile of five) filled with tumour-like nuclei, normal-like tissue elsewhere; ``mask`` is the region."""
+    tile of five) filled with tumour-like nuclei, normal-like tissue and glands elsewhere; ``mask`` is the
+    region. ``difficulty`` as for :func:`synthetic_patch`."""
+    difficulty, _ = check_difficulty(difficulty)
     h, w = tile_shape(size)
     rng = _rng(seed, split, _TILE, index)
     slide_rng = _rng(seed, split, _SLIDE, index // SLIDE_SIZE)
-    fibre_angle = rng.uniform(0, np.pi)
     field = _smooth_noise(rng, (h, w), min(rng.uniform(18, 40), min(h, w) / 4))
     threshold = np.inf if rng.random() < 0.2 else rng.uniform(-0.3, 1.2)
     region = field > threshold
-    nuc = _place(rng, (h, w), region, fibre_angle, lymphoid=rng.uniform(-0.5, 1.0))
-    image, _ = _render(rng, slide_rng, (h, w), nuc, region, fibre_angle)
-    return SyntheticTile(image, region.astype(np.int64), _nuclei(nuc))
+    nuc, tissue = _tissue(rng, (h, w), region, difficulty, lymphoid=rng.uniform(-0.5, 1.0))
+    image, _ = _render(rng, slide_rng, (h, w), nuc, tissue)
+    return SyntheticTile(image, region.astype(np.int64), nuc)

@@ -26,7 +26,8 @@ from tqdm.auto import tqdm
 from equipath import __version__
 from equipath.atomic import atomic_path
 from equipath.data.pcam import PCAM_SPLITS, PCamWriter, pcam_path
-from equipath.data.synthetic import CENTRE, SLIDE_SIZE, synthetic_patch, synthetic_tile, tile_shape
+from equipath.data.synthetic import (CENTRE, DEFAULT_DIFFICULTY, SLIDE_SIZE, check_difficulty, synthetic_patch,
+                                     synthetic_tile, tile_shape)
 
 __all__ = ["write_synthetic_pcam", "write_synthetic_tiles", "SyntheticSegmentation", "write_preview",
            "SYNTHETIC_NOTE"]
@@ -50,8 +51,8 @@ def _splits(n_per_split) -> dict:
 
 def _patch_chunk(args) -> tuple:
     """Patches ``start..stop-1``: images ``(k, 96, 96, 3)``, labels ``(k,)``, any-tumour flags ``(k,)``."""
-    split, seed, start, stop = args
-    patches = [synthetic_patch(i, seed, split) for i in range(start, stop)]
+    split, seed, start, stop, difficulty, label_noise = args
+    patches = [synthetic_patch(i, seed, split, difficulty, label_noise) for i in range(start, stop)]
     return (np.stack([p.image for p in patches]), np.array([p.label for p in patches]),
             np.array([bool(p.tumour_region.any()) for p in patches]))
 
@@ -65,7 +66,7 @@ def _map(fn, jobs, workers: int):
 
 
 def write_synthetic_pcam(root, n_per_split, seed: int = 0, progress: bool = True, workers: int = 0,
-                         chunk: int = 256) -> dict:
+                         chunk: int = 256, difficulty: float = DEFAULT_DIFFICULTY, label_noise: float = 0.0) -> dict:
     """Write synthetic patches in the official PCam format, so :class:`~equipath.data.PCamDataset` reads them.
 
     Each split gets ``camelyonpatch_level_2_split_{split}_{x,y}.h5`` (HDF5 attribute ``synthetic = True``)
@@ -80,12 +81,18 @@ def write_synthetic_pcam(root, n_per_split, seed: int = 0, progress: bool = True
         progress: show a progress bar. Defaults to True.
         workers: processes generating in parallel (0 = this process). Defaults to 0.
         chunk: patches per job and write. Defaults to 256.
+        difficulty: class overlap of the generator in [0, 1] (:mod:`equipath.data.synthetic`). Defaults to
+            :data:`~equipath.data.synthetic.DEFAULT_DIFFICULTY`.
+        label_noise: probability of a flipped label, in the train split only (validation and test keep
+            the true labels). Defaults to 0.
 
     Returns:
         ``{split: (x_path, y_path)}``.
     """
     counts = _splits(n_per_split)
-    attrs = {"synthetic": True, "description": SYNTHETIC_NOTE, "seed": seed, "generator": f"equipath {__version__}"}
+    difficulty, label_noise = check_difficulty(difficulty, label_noise)
+    attrs = {"synthetic": True, "description": SYNTHETIC_NOTE, "seed": seed, "generator": f"equipath {__version__}",
+             "difficulty": difficulty, "label_noise": label_noise}
     out = {}
     for split, n in counts.items():
         per_side = int(np.ceil(np.sqrt(SLIDE_SIZE)))
@@ -94,10 +101,11 @@ def write_synthetic_pcam(root, n_per_split, seed: int = 0, progress: bool = True
         meta = {"coord_y": (slot // per_side) * 96, "coord_x": (slot % per_side) * 96,
                 "tumor_patch": np.zeros(n, dtype=bool), "center_tumor_patch": np.zeros(n, dtype=bool),
                 "wsi": [f"synthetic_{split}_{i // SLIDE_SIZE:05d}" for i in index]}
-        jobs = [(split, seed, s, min(s + chunk, n)) for s in range(0, n, chunk)]
+        noise = label_noise if split == "train" else 0.0
+        jobs = [(split, seed, s, min(s + chunk, n), difficulty, noise) for s in range(0, n, chunk)]
         with PCamWriter(root, split, n, attrs, meta) as writer, \
                 tqdm(total=n, desc=f"synthetic {split}", unit="patch", disable=not progress) as bar:
-            for (_, _, start, stop), (images, labels, tumour) in zip(jobs, _map(_patch_chunk, jobs, workers)):
+            for (_, _, start, stop, _, _), (images, labels, tumour) in zip(jobs, _map(_patch_chunk, jobs, workers)):
                 writer.write(start, images, labels)
                 meta["tumor_patch"][start:stop] = tumour
                 meta["center_tumor_patch"][start:stop] = labels.astype(bool)
@@ -113,11 +121,12 @@ def _save_atomic(array: np.ndarray, path: Path) -> None:
 
 
 def write_synthetic_tiles(root, n: int, size=(320, 320), seed: int = 0, split: str = "train",
-                          progress: bool = True) -> Path:
+                          progress: bool = True, difficulty: float = DEFAULT_DIFFICULTY) -> Path:
     """Write ``n`` synthetic segmentation tiles as ``root/images/tile_NNNNN.png`` (RGB) and
     ``root/masks/tile_NNNNN.png`` (0 / 1), a ``root/pairs.csv`` (columns ``image,mask``) and
     ``root/SYNTHETIC.txt``; readable with :func:`~equipath.data.folder_pairs` or
-    :func:`~equipath.data.csv_pairs`. Returns the CSV path."""
+    :func:`~equipath.data.csv_pairs`; ``difficulty`` as for :func:`~equipath.data.synthetic.synthetic_tile`.
+    Returns the CSV path."""
     if n < 1:
         raise ValueError(f"expected n >= 1 tiles, got {n}")
     size = tile_shape(size)
@@ -125,10 +134,10 @@ def write_synthetic_tiles(root, n: int, size=(320, 320), seed: int = 0, split: s
     for d in ("images", "masks"):
         (root / d).mkdir(parents=True, exist_ok=True)
     with atomic_path(root / "SYNTHETIC.txt") as tmp:
-        tmp.write_text(SYNTHETIC_NOTE + f"\nseed={seed} split={split} size={tuple(size)}\n")
+        tmp.write_text(SYNTHETIC_NOTE + f"\nseed={seed} split={split} size={tuple(size)} difficulty={difficulty:g}\n")
     rows = []
     for i in tqdm(range(n), desc=f"synthetic tiles {split}", unit="tile", disable=not progress):
-        tile = synthetic_tile(i, seed, size, split)
+        tile = synthetic_tile(i, seed, size, split, difficulty)
         name = f"tile_{i:05d}.png"
         _save_atomic(tile.image, root / "images" / name)
         _save_atomic(tile.mask.astype(np.uint8), root / "masks" / name)
@@ -154,10 +163,12 @@ class SyntheticSegmentation(Dataset):
 
     synthetic = True
 
-    def __init__(self, n: int, size=(320, 320), seed: int = 0, split: str = "train", transform=None):
+    def __init__(self, n: int, size=(320, 320), seed: int = 0, split: str = "train", transform=None,
+                 difficulty: float = DEFAULT_DIFFICULTY):
         if n < 1:
             raise ValueError(f"expected n >= 1 tiles, got {n}")
         self.n, self.size, self.seed, self.split, self.transform = n, tuple(size), seed, split, transform
+        self.difficulty = check_difficulty(difficulty)[0]
 
     def __len__(self) -> int:
         return self.n
@@ -165,7 +176,7 @@ class SyntheticSegmentation(Dataset):
     def __getitem__(self, index: int):
         if not 0 <= index < self.n:
             raise IndexError(f"index {index} out of range for {self.n} tiles")
-        tile = synthetic_tile(index, self.seed, self.size, self.split)
+        tile = synthetic_tile(index, self.seed, self.size, self.split, self.difficulty)
         image = torch.from_numpy(tile.image.transpose(2, 0, 1).astype(np.float32) / 255)  # (3, H, W)
         mask = torch.from_numpy(tile.mask)
         if self.transform is not None:
@@ -173,7 +184,8 @@ class SyntheticSegmentation(Dataset):
         return image, mask
 
 
-def write_preview(path, n_per_class: int = 16, seed: int = 0, split: str = "train") -> Path:
+def write_preview(path, n_per_class: int = 16, seed: int = 0, split: str = "train",
+                  difficulty: float = DEFAULT_DIFFICULTY) -> Path:
     """Write a picture of ``n_per_class`` synthetic patches of each label (the centre 32 x 32, which
     decides the label, outlined), titled as synthetic, to ``path`` (PNG, PDF, ...) atomically."""
     import matplotlib
@@ -188,7 +200,7 @@ def write_preview(path, n_per_class: int = 16, seed: int = 0, split: str = "trai
     by_label = {0: [], 1: []}
     index = 0
     while min(len(v) for v in by_label.values()) < n_per_class:
-        patch = synthetic_patch(index, seed, split)
+        patch = synthetic_patch(index, seed, split, difficulty)
         if len(by_label[patch.label]) < n_per_class:
             by_label[patch.label].append(patch.image)
         index += 1
@@ -209,7 +221,8 @@ def write_preview(path, n_per_class: int = 16, seed: int = 0, split: str = "trai
         fig.text(centre, 1 - 0.42 / height, f"label {label}: {'tumour' if label else 'no tumour'} in the centre",
                  ha="center", fontsize=9)
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.55 / height, wspace=0.05, hspace=0.05)
-    fig.suptitle(f"SYNTHETIC H&E-like patches (equipath generator, seed {seed}, {split}) - not real tissue",
+    fig.suptitle(f"SYNTHETIC H&E-like patches (equipath generator, seed {seed}, {split}, difficulty {difficulty:g})"
+                 " - not real tissue",
                  fontsize=10)
     try:
         with atomic_path(path) as tmp:
