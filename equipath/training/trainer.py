@@ -4,7 +4,7 @@ validation on a fixed sample, and the checkpoint with the lowest validation loss
 
 Outputs in ``config.out_dir`` (rank 0 writes, every file atomically):
 
-    config.yaml    the resolved configuration of the run
+    config.yaml    the resolved configuration of the run (written with last.pt: a failed first epoch leaves none)
     last.pt        model + optimizer + scheduler + history after the latest epoch (the resume point)
     best.pt        the model of the epoch with the lowest validation loss
     metrics.csv    one row per epoch: lr, train_loss, val_loss, val_<metric>, seconds, patches_per_s
@@ -24,6 +24,7 @@ Example:
     PosixPath('runs/example/best.pt')
 """
 
+import contextlib
 import csv
 import io
 import logging
@@ -43,6 +44,7 @@ from equipath.checkpoint import check_writable, load_checkpoint, save_checkpoint
 from equipath.evaluation import ClassificationMetric, SegmentationMetric
 from equipath.evaluation.base import concat_records
 from equipath.models import create_model
+from equipath.outdir import OutputLock, remove_stale_temporaries
 from equipath.training.config import TrainConfig
 from equipath.training.datasets import build_datasets, estimate_normalization
 from equipath.training.device import device_plan
@@ -219,14 +221,15 @@ class _Run:
 
     def run(self) -> TrainResult:
         config, world = self.config, self.world
-        if world.is_main:
-            atomic_write(self.out_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
         writer = _tensorboard(self.out_dir / "tensorboard") if world.is_main else None
         for epoch in range(self.start_epoch, config.epochs):
             lr = self.optimizer.param_groups[0]["lr"]
             start = time.perf_counter()
             train_loss, seen = self._train_epoch(epoch)
             seconds = time.perf_counter() - start
+            if not math.isfinite(train_loss):
+                raise ValueError(f"epoch {epoch + 1}: the training loss is {train_loss}; nothing of this epoch is "
+                                 "saved (a lower lr, or checking the data, may help)")
             val = self._validate(epoch)
             self.scheduler.step(val["val_loss"])
             improved = val["val_loss"] < self.best_loss
@@ -239,6 +242,7 @@ class _Run:
                 if improved:
                     self._save(self.out_dir / "best.pt", epoch + 1, full=False)
                 self._save(self.out_dir / "last.pt", epoch + 1, full=True)
+                atomic_write(self.out_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
                 self._write_metrics()
                 if writer is not None:
                     for key, value in row.items():
@@ -265,7 +269,10 @@ def train(config: TrainConfig) -> TrainResult:
     """Run, or resume, the training described by ``config`` (see the module docstring); under ``torchrun``
     every process calls this and rank 0 writes the outputs."""
     world = setup_distributed(config.device)
-    try:
-        return _Run(config, world).run()
+    try:  # rank 0 holds out_dir for the run: a second run into it stops at once, naming this one
+        with OutputLock(config.out_dir) if world.is_main else contextlib.nullcontext():
+            if world.is_main:
+                remove_stale_temporaries(config.out_dir)
+            return _Run(config, world).run()
     finally:
         teardown_distributed()
