@@ -67,6 +67,7 @@ def test_predict_slide_end_to_end_on_the_cmu_slide(tmp_path, checkpoint, capsys)
     cell = summary["grid"]["cell_size_level0"]
     np.testing.assert_array_equal((xs / cell).astype(int), expected[:, 2].astype(int))
     np.testing.assert_array_equal((ys / cell).astype(int), expected[:, 1].astype(int))
+    assert xs.max() < 2220 and ys.max() < 2967  # inside the slide, also for cells that reach past it
     heat = np.asarray(Image.open(folder / "heatmap.png"))
     assert heat.ndim == 3 and heat.shape[0] > 741 and heat.shape[1] >= 555  # the thumbnail, then a legend
     assert Image.open(folder / "tissue_overlay.png").size == (555, 741)  # the thumbnail (view < 1024 px)

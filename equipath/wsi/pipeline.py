@@ -178,6 +178,9 @@ def predict_slide(source, out_dir, model, checkpoint: dict, options: PredictOpti
     write_geojson(out_dir / "regions.geojson", prob, options.threshold, cell_size, bounds=dims)
     detections = square_nms(prob, options.nms_window, options.nms_threshold)
     xs, ys = grid.cell_centre_level0(detections[:, 1], detections[:, 2])
+    # a cell of the last row or column reaches past the slide: its detection goes to the centre of its part inside
+    xs = np.minimum(xs, (detections[:, 2] * cell_size + dims[0]) / 2)
+    ys = np.minimum(ys, (detections[:, 1] * cell_size + dims[1]) / 2)
     write_detections_csv(out_dir / "detections.csv", detections[:, 0], xs, ys)
     elapsed = time.perf_counter() - start
     tissue_px = float(cells.sum()) * grid.stride**2
