@@ -72,7 +72,10 @@ def test_rotation_stability_disc_and_a_constant_model():
 
     result = rotation_stability(ProbabilityMap(Constant()), torch.rand(3, 20, 20), n=8)
     r = torch.arange(20, dtype=torch.float64) - 9.5
-    disc = (r[:, None] ** 2 + r[None, :] ** 2) <= 81
+    angles = torch.tensor(rotation_angles(8), dtype=torch.float64).deg2rad()[:, None, None]
+    u = torch.cos(angles) * r[None, None, :] + torch.sin(angles) * r[None, :, None]  # where each pixel goes
+    v = -torch.sin(angles) * r[None, None, :] + torch.cos(angles) * r[None, :, None]
+    disc = ((u.abs() <= 9.5 + 1e-6) & (v.abs() <= 9.5 + 1e-6)).all(0)  # stays on the predicted grid
     assert torch.equal(result.valid, disc)
     assert result.summary < 1e-7  # bilinear resampling of a constant map: float32 rounding only
     assert torch.allclose(result.mean[disc], torch.full((int(disc.sum()),), 0.5, dtype=torch.float64), atol=1e-6)
@@ -93,8 +96,28 @@ def test_dense_classifier_maps_and_stability():
                 assert torch.allclose(block, p.expand(32, 32), atol=1e-5)
     assert maps[0, :32].isnan().all() and maps[0, 96:].isnan().all()
     eq = group_stability(ProbabilityMap(model), x[0])
-    base = group_stability(ProbabilityMap(create_model("densenet", growth=2, stem=3).eval()), x[0])
+    baseline = create_model("densenet", growth=2, stem=3).eval()
+    base = group_stability(ProbabilityMap(baseline), x[0])
     assert eq.valid.sum() == 64 * 64 and eq.summary < 1e-6 and base.summary > 1e-5
+
+
+def test_rotations_read_back_at_the_cell_centres():
+    """A rotated copy is read back at the points the region's cell centres move to: under quarter turns the
+    p4m model's cells agree exactly (a wrong direction would read other cells), the baseline's do not;
+    at 0 degrees the mean is the cell map itself, and no 32 x 32 block is resampled."""
+    model = create_model("p4m_densenet", growth=8, stem=1).eval()
+    baseline = create_model("densenet", growth=2, stem=3).eval()
+    x = torch.rand(3, 224, 224)  # 5 x 5 cells of 32 pixels from pixel 32
+    quarter = rotation_stability(ProbabilityMap(model), x, angles=[0, 90, 180, 270])
+    assert quarter.valid.sum() == 160 * 160 and quarter.summary < 1e-5
+    assert rotation_stability(ProbabilityMap(baseline), x, angles=[0, 90, 180, 270]).summary > 1e-5
+    identity = rotation_stability(ProbabilityMap(model), x, angles=[0])
+    with torch.no_grad():
+        cells = ProbabilityMap(model)(x[None])[0].double()
+    assert torch.allclose(identity.mean[identity.valid], cells[identity.valid], atol=1e-6)
+    tilted = rotation_stability(ProbabilityMap(model), x, angles=[0, 30])
+    block = tilted.std[96:128, 96:128]  # the centre cell: one value, painted on its 32 x 32 pixels
+    assert torch.allclose(block, block[0, 0].expand(32, 32)) and 0 < tilted.valid.sum() < 160 * 160
 
 
 def test_stability_section_for_the_demo(tmp_path):
@@ -114,3 +137,35 @@ def test_stability_section_for_the_demo(tmp_path):
     results = {n: [group_stability(ProbabilityMap(m), image)] for n, m in models.items()}
     fig = stability_figure(image, results, synthetic=True)
     assert "SYNTHETIC DATA" in fig._suptitle.get_text()
+
+
+def test_figure_outlines_the_cleaned_tissue_mask_its_summary_averages_over():
+    from matplotlib.contour import ContourSet
+    from matplotlib.path import Path as MplPath
+
+    from equipath.analysis.stability import image_tissue
+
+    image = torch.full((3, 48, 48), 0.94)  # glass
+    image[:, 6:42, 6:42] = torch.tensor([0.8, 0.45, 0.75])[:, None, None]  # pink tissue ...
+    image[:, 20:28, 20:28] = 0.94  # ... with a hole of glass
+    image[:, 1:3, 44:46] = torch.tensor([0.8, 0.45, 0.75])[:, None, None]  # and a speck
+    tissue = image_tissue(image)
+    assert tissue[24, 24] and not tissue[2, 45] and tissue[10, 10] and not tissue[0, 0]  # filled, cleaned
+    predictor = ProbabilityMap(TinySeg("z2").eval())
+    results = [rotation_stability(predictor, image, n=4, tissue=tissue), group_stability(predictor, image, tissue=tissue)]
+    for r in results:
+        assert torch.equal(r.tissue, tissue)
+        assert math.isclose(r.summary, float(r.std[r.valid & tissue].mean()), rel_tol=1e-9)
+    fig = stability_figure(image, {"baseline": results}, synthetic=True)
+    outline = [c for c in fig.axes[0].get_children() if isinstance(c, ContourSet)]
+    assert len(outline) == 1
+    rows, cols = torch.meshgrid(torch.arange(48.0), torch.arange(48.0), indexing="ij")
+    points = torch.stack([cols.flatten(), rows.flatten()], 1).numpy()  # (x, y) pixel centres
+    inside = torch.zeros(48 * 48, dtype=torch.bool)
+    for path in outline[0].get_paths():
+        for polygon in path.to_polygons():
+            inside ^= torch.from_numpy(MplPath(polygon).contains_points(points))
+    assert torch.equal(inside.view(48, 48), tissue)  # the drawn outline encloses exactly the averaged mask
+    maps = [im for ax in fig.axes for im in ax.images if im.get_array().ndim == 2]
+    assert len(maps) == 4 and all(im.colorbar is not None for im in maps)  # a colour bar on every map
+    assert {im.get_cmap().name for im in maps} <= {"viridis", "magma"}

@@ -7,15 +7,22 @@ the original orientation, and the per-pixel mean and standard deviation over ``R
 
 with ``f`` the model's :class:`~equipath.analysis.maps.ProbabilityMap`. Two sets are used:
 
-- ``rotations(32)``: 32 evenly spaced angles in [0, 90) degrees, ``k * 90 / 32``, applied by bilinear
-  resampling (``affine_grid`` / ``grid_sample``) about the image centre with reflected borders; these lie
-  outside the groups, so no model is exactly stable under them. Statistics are taken inside the disc
-  inscribed in the region, which every rotation maps into the image;
+- ``rotations(32)``: 32 evenly spaced angles in [0, 90) degrees, ``k * 90 / 32``, applied to the input by
+  bilinear resampling (``affine_grid`` / ``grid_sample``) about the image centre with reflected borders;
+  these lie outside the groups, so no model is exactly stable under them. The prediction is not rotated
+  back as a picture: a classifier evaluated fully convolutionally predicts on a grid of *cells* (stride
+  ``s``, one per patch), and rotating its ``s x s`` blocks would smear them and leave the centre block
+  artificially stable. Instead each cell centre ``q`` of the unrotated grid is followed to ``R_a q`` in the
+  rotated image and the rotated prediction is read there by bilinear interpolation between its cell
+  centres (for a per-pixel model the cells are the pixels). Cells that some rotation carries outside the
+  predicted grid are not valid; the valid ones form a disc;
 - the 8 roto-reflections of ``p4m``, applied exactly by :mod:`equipath.groups`. A ``p4m``-equivariant
   model has std 0 up to float rounding; a model that is not (a baseline) does not.
 
-The summary number of a model is the mean of ``std`` over tissue (HSV filter of
-:func:`equipath.data.tissue.tissue_mask`) inside the valid region.
+The summary number of a model is the mean of ``std`` over tissue inside the valid region;
+:func:`image_tissue` finds the tissue (HSV filter of :func:`equipath.data.tissue.tissue_mask`, holes
+filled, specks removed) and the figure outlines exactly that mask. :func:`region_size` gives the side of a
+region on which every model predicts at least 12 x 12 valid cells under the rotations.
 
 Example:
     >>> import torch
@@ -35,6 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
+from scipy import ndimage
 from tqdm.auto import tqdm
 
 from equipath.analysis.io import SYNTHETIC_LABEL
@@ -42,7 +50,7 @@ from equipath.groups import get_group
 from equipath.data.tissue import TissueOptions, tissue_mask
 
 __all__ = ["StabilityResult", "rotate", "rotation_angles", "rotation_stability", "group_stability", "image_tissue",
-           "stability_figure"]
+           "clean_mask", "region_size", "stability_figure"]
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +100,52 @@ def rotate(x: torch.Tensor, angle: float, padding_mode: str = "reflection", mode
     return F.grid_sample(x, grid, mode=mode, padding_mode=padding_mode, align_corners=False)
 
 
-def image_tissue(image: torch.Tensor, options: TissueOptions = TissueOptions()) -> torch.Tensor:
-    """Tissue mask ``(H, W)`` bool of an RGB image ``(3, H, W)`` in [0, 1] (seed 000's HSV filter)."""
+def clean_mask(mask: np.ndarray, min_fraction: float = 0.01) -> np.ndarray:
+    """``mask`` ``(H, W)`` bool with its holes filled and the connected parts smaller than ``min_fraction``
+    of the image (specks) removed."""
+    mask = ndimage.binary_fill_holes(np.asarray(mask, dtype=bool))
+    labels, n = ndimage.label(mask)
+    if n:
+        sizes = np.bincount(labels.ravel())
+        keep = sizes >= min_fraction * mask.size
+        keep[0] = False
+        mask = keep[labels]
+    return mask
+
+
+def image_tissue(image: torch.Tensor, options: TissueOptions = TissueOptions(), min_fraction: float = 0.01) -> torch.Tensor:
+    """Tissue mask ``(H, W)`` bool of an RGB image ``(3, H, W)`` in [0, 1]: seed 000's HSV filter, cleaned by
+    :func:`clean_mask` (holes filled, parts below ``min_fraction`` of the image removed)."""
     rgb = (image.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return torch.from_numpy(tissue_mask(np.ascontiguousarray(rgb), options))
+    return torch.from_numpy(clean_mask(tissue_mask(np.ascontiguousarray(rgb), options), min_fraction))
+
+
+def _cell_grid(model, size: int) -> tuple[int, int, int]:
+    """``(top, stride, n)``: ``model``'s ``n x n`` cells on a ``size`` region, cell ``i`` covering pixels
+    ``top + stride * i ..`` (a fully-convolutional classifier's patches; else every pixel is a cell)."""
+    if model is not None and hasattr(model, "forward_dense"):
+        s, rf = int(model.output_stride), int(model.receptive_field)
+        return (rf - s) // 2, s, (size - rf) // s + 1
+    return 0, 1, size
+
+
+def _admits(model, size: int) -> bool:
+    try:
+        model.check_input_size(size, size)
+    except ValueError:
+        return False
+    return True
+
+
+def region_size(models, cells: int = 12, start: int = 16) -> int:
+    """The smallest side from ``start`` on that every model takes and on which each predicts a disc of
+    valid cells under :func:`rotation_stability` holding a ``cells x cells`` square (its cell grid spans
+    at least ``cells * sqrt(2) + 1`` cells)."""
+    need = int(math.ceil(cells * math.sqrt(2))) + 1
+    size = start
+    while not all(_admits(m, size) and _cell_grid(m, size)[2] >= need for m in models):
+        size += 1
+    return size
 
 
 def _check_image(image: torch.Tensor, tissue) -> torch.Tensor:
@@ -147,8 +197,8 @@ def group_stability(predictor, image: torch.Tensor, group="p4m", tissue: torch.T
 
 @torch.no_grad()
 def rotation_stability(predictor, image: torch.Tensor, n: int = 32, tissue: torch.Tensor | None = None,
-                       batch_size: int = 8, padding_mode: str = "reflection",
-                       progress: bool = False) -> StabilityResult:
+                       batch_size: int = 8, padding_mode: str = "reflection", progress: bool = False,
+                       angles: list | None = None) -> StabilityResult:
     """Mean and std of ``R_-a predictor(R_a image)`` over the angles ``a`` of :func:`rotation_angles`.
 
     Args:
@@ -159,23 +209,37 @@ def rotation_stability(predictor, image: torch.Tensor, n: int = 32, tissue: torc
         batch_size: images per forward pass. Defaults to 8.
         padding_mode: how the rotated input is filled beyond the image. Defaults to ``"reflection"``.
         progress: show a progress bar. Defaults to False.
+        angles: other angles in degrees instead of :func:`rotation_angles` ``(n)``. Defaults to None.
     """
     image = _check_image(image, tissue)
-    angles = rotation_angles(n)
+    angles = rotation_angles(n) if angles is None else [float(a) for a in angles]
+    n = len(angles)
     size = image.shape[-1]
-    backs = []
+    top, s, cells = _cell_grid(getattr(predictor, "model", None), size)
+    centres = top + s * torch.arange(cells, dtype=torch.float64) + (s - 1) / 2 - (size - 1) / 2  # from the centre
+    y, x = torch.meshgrid(centres, centres, indexing="ij")  # (cells, cells) rows, columns
+    backs, valid = [], torch.ones(cells, cells, dtype=torch.bool)
     for start in tqdm(range(0, n, batch_size), desc="rotations", disable=not progress, leave=False):
         chunk = angles[start:start + batch_size]
         batch = torch.cat([rotate(image[None], a, padding_mode) for a in chunk])  # (b, 3, H, H)
-        preds = predictor(batch)  # (b, H, H)
+        preds = predictor(batch)[:, top::s, top::s][:, :cells, :cells].double()  # (b, cells, cells)
         for a, p in zip(chunk, preds):
-            backs.append(rotate(p[None, None], -a, "zeros")[0, 0])
-    back = torch.stack(backs)  # (n, H, H), NaN spreads to every pixel an undefined one touches
-    centre = (size - 1) / 2
-    r = torch.arange(size, dtype=torch.float64) - centre
-    disc = (r[:, None] ** 2 + r[None, :] ** 2) <= (size / 2 - 1) ** 2
-    log.debug("rotation stability over %d angles, disc of %d pixels", n, int(disc.sum()))
-    return _result("rotations", back, disc.to(back.device), tissue)
+            c, si = math.cos(math.radians(a)), math.sin(math.radians(a))
+            # the point at (x, y) of the region lies at (c x + s y, -s x + c y) of the rotated copy
+            u = ((c * x + si * y) - centres[0]) / s  # continuous cell index, columns
+            v = ((-si * x + c * y) - centres[0]) / s
+            inside = (u >= -1e-6) & (u <= cells - 1 + 1e-6) & (v >= -1e-6) & (v <= cells - 1 + 1e-6)
+            valid &= inside
+            grid = torch.stack([u, v], -1) / max(cells - 1, 1) * 2 - 1  # (cells, cells, 2) in [-1, 1]
+            sampled = F.grid_sample(p[None, None], grid[None], mode="bilinear", align_corners=True)[0, 0]
+            backs.append(sampled)
+    back = torch.stack(backs)  # (n, cells, cells)
+    log.debug("rotation stability over %d angles, %d of %d cells valid", n, int(valid.sum()), cells * cells)
+    painted = torch.full((n, size, size), float("nan"), dtype=torch.float64)
+    painted[:, top:top + cells * s, top:top + cells * s] = back.repeat_interleave(s, 1).repeat_interleave(s, 2)
+    mask = torch.zeros(size, size, dtype=torch.bool)
+    mask[top:top + cells * s, top:top + cells * s] = valid.repeat_interleave(s, 0).repeat_interleave(s, 1)
+    return _result("rotations", painted, mask, tissue)
 
 
 def _percentile(results, q: float) -> float:
