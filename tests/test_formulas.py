@@ -185,3 +185,13 @@ def test_projection_conv_is_seed_001_eq_3(group):
             expected[0, o, i, j] += f[0, c, h, i + du, j + dv] * psi[o, c, su + 1, sv + 1]
     expected += conv.bias.detach().numpy()[None, :, None, None]
     np.testing.assert_allclose(out, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("layer", [GroupConv2d, ProjectionConv2d])
+def test_the_formula_holds_on_cuda(layer):
+    """The same numbers on a GPU as on the CPU (float64, so the comparison is tight)."""
+    conv = layer(2, 3, 3, "p4m").double()
+    f = torch.randn(2, 2, 8, 7, 7, dtype=torch.float64)
+    expected = conv(f)
+    torch.testing.assert_close(conv.cuda()(f.cuda()).cpu(), expected, rtol=0, atol=1e-12)
