@@ -10,7 +10,9 @@ A checkpoint is a dict of tensors and plain Python values:
      "task": "classification" | "segmentation",
      ...}                                                  # anything else the trainer keeps (optimizer, epoch)
 
-``load_model`` needs nothing but the file: evaluation and slide inference call it.
+``load_model`` needs nothing but the file: evaluation and slide inference call it. It lives in
+:mod:`equipath.models.pretrained` (it builds a registered model); this module is the file format only, so
+reading or writing a checkpoint (the cell VAE does) does not import the architectures.
 """
 
 import warnings
@@ -20,7 +22,6 @@ import torch
 
 from equipath import __version__
 from equipath.atomic import atomic_write
-from equipath.models import create_model
 from equipath.outdir import check_writable
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_model", "check_writable"]
@@ -63,9 +64,8 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     return state
 
 
-def load_model(path, map_location="cpu") -> tuple[torch.nn.Module, dict]:
-    """Rebuild the model of a checkpoint in eval mode; returns ``(model, checkpoint)``."""
-    state = load_checkpoint(path, map_location)
-    model = create_model(state["model"]["name"], **state["model"]["kwargs"])
-    model.load_state_dict(state["state_dict"])
-    return model.to(map_location).eval(), state
+def load_model(path, map_location="cpu"):
+    """:func:`equipath.models.load_model` (the model of a checkpoint, in eval mode, and the checkpoint)."""
+    from equipath.models.pretrained import load_model as load  # models sit above the file format
+
+    return load(path, map_location)
