@@ -119,10 +119,11 @@ class SegmentationModel(ModelBase):
 
     def _probed(self) -> tuple[int, int]:
         if self.__dict__.get("_probe_result") is None:
-            small = self.probe_copy()
-            key = repr(small)  # the architecture: every layer with its shapes
-            if key not in _PROBED:
-                _PROBED[key] = probe_receptive_field(small)
+            with torch.inference_mode(False):  # the probe builds and edits a model: no inference tensors
+                small = self.probe_copy()
+                key = repr(small)  # the architecture: every layer with its shapes
+                if key not in _PROBED:
+                    _PROBED[key] = probe_receptive_field(small)
             self.__dict__["_probe_result"] = _PROBED[key]
         return self.__dict__["_probe_result"]
 
