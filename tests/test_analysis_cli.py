@@ -111,7 +111,8 @@ def test_efficiency_command_from_yaml(tmp_path, capsys):
     (["equivariance", "--model", "missing.pt"], "does not exist"),
     (["stability"], "--model"),
     (["stability", "--model", "p4m_densenet", "--model", "unet", "--model-arg", "unet:width=4"], "no square side"),
-    (["efficiency", "--models", "densenet", "--set", "nonsense"], "key=value"),
+    (["efficiency", "--model", "densenet", "--set", "nonsense"], "--set nonsense: expected KEY=VALUE"),
+    (["efficiency", "--model", "densenet", "--set", "epochz=3"], "--set epochz: unknown config key 'epochz'"),
 ])
 def test_bad_input_is_one_line(tmp_path, capsys, argv, message):
     assert main(["analyze", *argv, "--out", str(tmp_path / "o")]) == 2

@@ -28,14 +28,14 @@ from equipath.analysis.report import common_size
 from equipath.analysis.tta import tta_figure
 from equipath.atomic import atomic_write
 from equipath.checkpoint import check_writable, load_model
-from equipath.training.config import load_yaml
+from equipath.cli import _options
+from equipath.training.config import TrainConfig, apply_overrides, load_yaml, read_config_file
 from equipath.data import PCamDataset, write_synthetic_pcam
 from equipath.data.pcam import pcam_path
 from equipath.data.synthetic import synthetic_tile
 from equipath.evaluation import EVAL_DATASETS, open_dataset
 from equipath.groups import GROUP_NAMES
 from equipath.models import create_model
-from equipath.training.distributed import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def _model_args(pairs, name: str) -> dict:
 def _load_models(args) -> list[_Model]:
     if not args.model:
         raise ValueError("give at least one --model (a checkpoint file or a registered model name)")
-    device = resolve_device(args.device)
+    device = _options.resolve_device(args.device)
     loaded, labels = [], {}
     for spec in args.model:
         path = Path(spec)
@@ -105,7 +105,7 @@ def _equivariance(args) -> int:
         size = args.size or getattr(m.model, "input_size", (None,))[0]
         if not size:
             raise ValueError(f"{m.label}: the model has no input_size; give --size")
-        x = normalize(torch.rand(args.batch, 3, size, size, generator=generator, dtype=torch.float64), m.normalization)
+        x = normalize(torch.rand(args.batch_size, 3, size, size, generator=generator, dtype=torch.float64), m.normalization)
         own = getattr(m.model, "group", None)
         group = args.group or (own.name if own is not None and own.order > 1 else "p4m")
         report = layer_report(m.model, x, group, dtype=getattr(torch, args.dtype), local=not args.no_local)
@@ -176,14 +176,14 @@ def _tta(args) -> int:
     else:
         root = out / "data"
         if not pcam_path(root, "test", "y").is_file() or len(PCamDataset(root, "test")) != args.synthetic_size:
-            write_synthetic_pcam(root, {"test": args.synthetic_size}, seed=args.seed, progress=not args.no_progress)
+            write_synthetic_pcam(root, {"test": args.synthetic_size}, seed=args.seed, progress=args.progress)
         dataset = PCamDataset(root, "test")
     synthetic = bool(getattr(dataset, "synthetic", False)) or any(m.synthetic for m in models)
     if args.limit:
         dataset = Subset(dataset, range(min(args.limit, len(dataset))))
     rows = compare_tta({m.label: (m.model, m.normalization) for m in models}, dataset, args.group or "p4m",
                        rotations=args.rotations, stability_images=args.stability_images,
-                       batch_size=args.batch_size, synthetic=synthetic, progress=not args.no_progress)
+                       batch_size=args.batch_size, synthetic=synthetic, progress=args.progress)
     write_csv(out / "tta.csv", rows)
     write_json(out / "tta.json", {"synthetic": synthetic, "data": args.data or "synthetic PCam test split",
                                   "models": {m.label: m.source for m in models}, "rows": rows})
@@ -199,15 +199,6 @@ def _tta(args) -> int:
 
 
 # -------------------------------------------------------------------------------------------- efficiency
-def _set(tree: dict, dotted: str, value) -> None:
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-        tree = tree.setdefault(part, {})
-        if not isinstance(tree, dict):
-            raise ValueError(f"--set {dotted}: {part} is not a mapping")
-    tree[leaf] = value
-
-
 def _model_run(entry, model_args) -> ModelRun:
     if isinstance(entry, str):
         model, *augment = entry.split("+")
@@ -226,32 +217,23 @@ def _plan(args) -> EfficiencyPlan:
     values = {}
     if args.config:
         path = Path(args.config)
-        if not path.is_file():
-            raise FileNotFoundError(f"--config {path} does not exist")
-        values = load_yaml(path.read_text(), str(path)) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: expected a mapping with models, fractions, seeds, metric, train")
+        values = read_config_file(path)
         unknown = set(values) - {"models", "fractions", "seeds", "metric", "split", "out_dir", "train"}
         if unknown:
             raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}; expected models, fractions, seeds, metric, "
                              "split, out_dir, train")
-    base = dict(values.get("train") or {})
-    for pair in args.set or []:
-        key, eq, value = pair.partition("=")
-        if not eq:
-            raise ValueError(f"--set {pair!r}: expected key=value (a training config key, dots for nesting)")
-        _set(base, key, load_yaml(value, f"--set {key}"))
-    if args.no_progress:
+    base = apply_overrides(dict(values.get("train") or {}), _options.parse_sets(args.set), TrainConfig)
+    if not args.progress:
         base["progress"] = False
-    entries = args.models or values.get("models") or []
+    entries = args.model or values.get("models") or []
     if not entries:
-        raise ValueError("efficiency: give --models or `models` in the config")
+        raise ValueError("efficiency: give --model or `models` in the config")
     out_dir = args.out or values.get("out_dir") or "runs/analysis/efficiency"
     check_writable(out_dir)
     return EfficiencyPlan(models=tuple(_model_run(e, args.model_arg) for e in entries), base=base, out_dir=str(out_dir),
                           fractions=tuple(float(f) for f in (args.fractions or values.get("fractions")
                                                              or (1.0, 0.5, 0.25, 0.125))),
-                          seeds=tuple(int(s) for s in (args.seeds or values.get("seeds") or (0, 1, 2))),
+                          seeds=tuple(int(s) for s in (args.seed or values.get("seeds") or (0, 1, 2))),
                           metric=args.metric or values.get("metric"), split=values.get("split", "test"))
 
 
@@ -262,7 +244,7 @@ def _efficiency(args) -> int:
                 "fractions": list(plan.fractions), "seeds": list(plan.seeds), "metric": plan.metric,
                 "split": plan.split, "out_dir": plan.out_dir, "train": plan.base}
     atomic_write(Path(plan.out_dir) / "plan.yaml", yaml.safe_dump(resolved, sort_keys=False))
-    run_efficiency(plan, progress=not args.no_progress)
+    run_efficiency(plan, progress=args.progress)
     print((Path(plan.out_dir) / "summary.md").read_text())
     print(f"sample-efficiency results: {plan.out_dir}")
     return 0
@@ -292,17 +274,16 @@ def _redundancy(args) -> int:
 
 # ------------------------------------------------------------------------------------------------ parser
 def _common(parser, models: bool = True) -> None:
-    parser.add_argument("--out", help="output folder (default: runs/analysis/<analysis>)")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _options.add_out(parser, help="output folder (default: runs/analysis/<analysis>)")
+    _options.add_progress(parser)
     if models:
-        parser.add_argument("--model", action="append", metavar="SPEC",
-                            help="a checkpoint file or a registered model name (repeat for several)")
+        _options.add_model(parser, metavar="SPEC",
+                           help="a checkpoint file or a registered model name (repeat for several)")
         parser.add_argument("--model-arg", action="append", metavar="[MODEL:]KEY=VALUE",
                             help="argument of the named models, e.g. growth=8, or of one of them, e.g. "
                                  "densenet:growth=4 (repeatable)")
-        parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
-        parser.add_argument("--seed", type=int, default=0,
-                            help="seed of random inputs, synthetic data and reference filters (default: 0)")
+        _options.add_device(parser)
+        _options.add_seed(parser, help="seed of random inputs, synthetic data and reference filters (default: 0)")
 
 
 def register(subparsers) -> None:
@@ -315,7 +296,7 @@ def register(subparsers) -> None:
     _common(p)
     p.add_argument("--group", choices=GROUP_NAMES, help="group to check (default: each model's own; p4m for z2 models)")
     p.add_argument("--size", type=int, help="side of the random square input (default: the model's input_size)")
-    p.add_argument("--batch", type=int, default=1, help="inputs per check (default: 1)")
+    _options.add_batch_size(p, 1, help="inputs per check (default: 1)")
     p.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="default: float64")
     p.add_argument("--no-local", action="store_true", help="skip running each layer alone on its transformed input")
     p.set_defaults(func=_equivariance)
@@ -327,7 +308,7 @@ def register(subparsers) -> None:
     p.add_argument("--synthetic-index", type=int, default=0, help="which synthetic tile (default: 0)")
     p.add_argument("--rotations", type=int, default=32, help="rotations in [0, 90) degrees (default: 32)")
     p.add_argument("--group", choices=GROUP_NAMES, help="exact transformations (default: p4m)")
-    p.add_argument("--batch-size", type=int, default=8, help="default: 8")
+    _options.add_batch_size(p, 8)
     p.set_defaults(func=_stability)
 
     p = sub.add_parser("tta", help="8x D4 test-time augmentation vs equivariance: accuracy, stability, time")
@@ -340,21 +321,21 @@ def register(subparsers) -> None:
     p.add_argument("--rotations", type=int, default=32, help="sub-90-degree rotations, 0 to skip (default: 32)")
     p.add_argument("--stability-images", type=int, default=16, help="images for the stability numbers (default: 16)")
     p.add_argument("--group", choices=GROUP_NAMES, help="TTA group (default: p4m, 8x)")
-    p.add_argument("--batch-size", type=int, default=32, help="default: 32")
+    _options.add_batch_size(p, 32)
     p.set_defaults(func=_tta)
 
     p = sub.add_parser("efficiency", help="models x data regimes x seeds; metric vs data fraction (resumable)")
     _common(p, models=False)
     p.add_argument("--config", help="YAML: models, fractions, seeds, metric, split, out_dir, train (a training config)")
-    p.add_argument("--models", nargs="+", help="registered names, '+aug' adds augmentation (e.g. densenet+d4)")
+    _options.add_model(p, help="registered name, '+aug' adds augmentation (e.g. densenet+d4); repeat for several")
     p.add_argument("--model-arg", action="append", metavar="[MODEL:]KEY=VALUE",
-                   help="argument of the --models (MODEL: restricts it to one of them)")
+                   help="argument of the --model names (MODEL: restricts it to one of them)")
     p.add_argument("--fractions", nargs="+", type=float, help="data regimes (default: 1 0.5 0.25 0.125)")
-    p.add_argument("--seeds", nargs="+", type=int, help="training seeds (default: 0 1 2)")
+    p.add_argument("--seed", type=int, action="append",
+                   help="a training seed; repeat for several (default: 0, 1 and 2)")
     p.add_argument("--metric", help="plotted test metric (default: auc or dice)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="training config key, dots for nesting, e.g. epochs=5, device=cuda or "
-                        "data.synthetic_size.train=512")
+    _options.add_set(p, help="training config key, dots for nesting, e.g. epochs=5, device=cuda or "
+                             "data.synthetic_size.train=512 (repeatable)")
     p.set_defaults(func=_efficiency)
 
     p = sub.add_parser("redundancy", help="fraction of filters close to a rotated / mirrored copy of another")

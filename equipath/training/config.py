@@ -295,17 +295,29 @@ def read_config_file(path) -> dict:
     return values
 
 
+def _key_type(cls, key: str, prefix: str = ""):
+    """The annotated type of the dotted ``key`` of ``cls``; keys inside a ``dict`` field are ``dict``."""
+    head, _, rest = key.partition(".")
+    hints = typing.get_type_hints(cls)
+    if head not in hints:
+        raise ValueError(f"unknown config key {prefix + head!r}; valid keys: {', '.join(prefix + k for k in hints)}")
+    tp = hints[head]
+    if not rest:
+        return tp
+    if dataclasses.is_dataclass(tp):
+        return _key_type(tp, rest, prefix + head + ".")
+    if tp is dict:
+        return dict
+    raise ValueError(f"config key {prefix + head!r} has no sub-keys")
+
+
 def _override_value(cls, key: str, text: str):
     """The value of ``--set key=text``: raw text for string keys, YAML for the rest (a comma list for lists);
     keys inside a ``dict`` field (``model_kwargs.growth``) are YAML."""
-    head = key.split(".")[0]
-    hints = typing.get_type_hints(cls)
-    if head not in hints:
-        raise ValueError(f"--set {key}: unknown config key {head!r}; valid keys: {', '.join(hints)}")
     try:
-        tp = dict if hints[head] is dict and "." in key else field_type(cls, key)
-    except KeyError as exc:
-        raise ValueError(f"--set {key}: {exc.args[0]}") from None
+        tp = _key_type(cls, key)
+    except ValueError as exc:
+        raise ValueError(f"--set {key}: {exc}") from None
     members = typing.get_args(tp) if isinstance(tp, types.UnionType) else (tp,)
     if str in members and text not in ("null", "~"):
         return text
