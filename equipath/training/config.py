@@ -16,6 +16,9 @@ Example:
 """
 
 import dataclasses
+import logging
+import math
+import os
 import re
 import types
 import typing
@@ -30,6 +33,11 @@ __all__ = ["DataConfig", "TrainConfig", "field_type", "load_yaml", "read_config_
            "apply_overrides"]
 
 DATASETS = ("pcam", "synthetic_pcam", "segmentation", "synthetic_segmentation", "ocelot")
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 65_536  # no model here fits a larger batch on any device; a typo, not a plan
+MAX_SEED = 2**32 - 1  # numpy's seed range
 
 
 @dataclass(frozen=True)
@@ -66,10 +74,23 @@ class DataConfig:
     cell_radius: int = 30
 
     def __post_init__(self):
-        _check_positive("data.fraction", self.fraction, upper=1.0)
-        _check_positive("data.val_samples", self.val_samples)
-        if self.num_workers < 0:
-            raise ValueError(f"config: data.num_workers must be >= 0, got {self.num_workers}")
+        _check_range("data.fraction", self.fraction, 1e-6, 1.0)
+        _check_range("data.val_samples", self.val_samples, 1, 10**9)
+        _check_range("data.num_workers", self.num_workers, 0, 10**6)
+        _check_range("data.patch_size", self.patch_size, 8, 16_384)
+        _check_range("data.cell_radius", self.cell_radius, 1, 10_000)
+        _check_range("data.regime_seed", self.regime_seed, 0, MAX_SEED)
+        for split, size in self.synthetic_size.items():
+            if split not in ("train", "valid", "test"):
+                raise ValueError(f"config: data.synthetic_size: unknown split {split!r}; expected train, valid, test")
+            if isinstance(size, bool) or not isinstance(size, int):
+                raise ValueError(f"config: data.synthetic_size.{split} must be an integer, got {size!r}")
+            _check_range(f"data.synthetic_size.{split}", size, 1, 10**7)
+        cores = os.cpu_count() or 1
+        if self.num_workers > cores:
+            log.warning("config: data.num_workers %d is more than the %d CPU cores; using %d", self.num_workers,
+                        cores, cores)
+            object.__setattr__(self, "num_workers", cores)
         unknown = [a for a in self.augment if a not in AUGMENTATIONS]
         if unknown:
             raise ValueError(f"config: data.augment: unknown augmentation {unknown[0]!r}; "
@@ -131,11 +152,20 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self):
-        for name in ("lr", "epochs", "batch_size", "batches_per_epoch", "eval_batch_size", "lr_patience"):
-            _check_positive(name, getattr(self, name))
-        _check_positive("lr_factor", self.lr_factor, upper=1.0)
-        if self.normalization_std is not None and min(self.normalization_std) <= 0:
-            raise ValueError(f"config: normalization_std must be positive, got {self.normalization_std}")
+        _check_range("lr", self.lr, 0.0, 10.0, low_open=True)
+        _check_range("lr_factor", self.lr_factor, 0.0, 1.0, low_open=True)
+        for name in ("weight_decay", "dice_weight", "ce_weight"):
+            _check_range(name, getattr(self, name), 0.0, 1e6)
+        for name, high in (("epochs", 10**6), ("batch_size", MAX_BATCH), ("batches_per_epoch", 10**8),
+                           ("eval_batch_size", MAX_BATCH), ("lr_patience", 10**6)):
+            _check_range(name, getattr(self, name), 1, high)
+        _check_range("seed", self.seed, 0, MAX_SEED)
+        for k, value in enumerate(self.normalization_mean or ()):
+            _check_range(f"normalization_mean[{k}]", value, -1e3, 1e3)
+        for k, value in enumerate(self.normalization_std or ()):
+            _check_range(f"normalization_std[{k}]", value, 1e-6, 1e3)
+        for key, value in self.model_kwargs.items():
+            _check_plain(f"model_kwargs.{key}", value)
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
@@ -147,12 +177,38 @@ class TrainConfig:
         return _plain(dataclasses.asdict(self))
 
 
-def _check_positive(name: str, value, upper: float | None = None) -> None:
+def _check_range(name: str, value, low, high, low_open: bool = False) -> None:
+    """``ValueError`` naming the key unless ``value`` (None passes) is finite and in ``[low, high]``
+    (``(low, high]`` with ``low_open``)."""
     if value is None:
         return
-    if value <= 0 or (upper is not None and value > upper):
-        bound = f" and at most {upper:g}" if upper is not None else ""
-        raise ValueError(f"config: {name} must be positive{bound}, got {value}")
+    if not (math.isfinite(value) and low <= value <= high) or (low_open and value == low):
+        interval = f"{'(' if low_open else '['}{_number(low)}, {_number(high)}]"
+        kind = "an integer" if isinstance(value, int) else "a finite number"
+        raise ValueError(f"config: {name} must be {kind} in {interval}, got {value!r}")
+
+
+def _number(x) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:40] + f"... ({len(text)} characters)"
+
+
+def _check_plain(name: str, value, depth: int = 0) -> None:
+    """Model arguments are plain YAML scalars or lists of them (finite numbers), a few levels deep."""
+    if depth > 4:
+        raise ValueError(f"config: {name} is nested too deeply")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"config: {name} must be finite, got {value!r}")
+    if isinstance(value, (list, tuple)):
+        for k, item in enumerate(value):
+            _check_plain(f"{name}[{k}]", item, depth + 1)
+    elif not (value is None or isinstance(value, (bool, int, float, str))):
+        raise ValueError(f"config: {name} must be a number, string, true/false, null or a list of them, "
+                         f"got a {type(value).__name__}")
 
 
 def _plain(value):
@@ -221,7 +277,12 @@ def _convert(tp, value, where: str):
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, where + ".") if isinstance(value, dict) else None
     if tp is float:
-        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return None
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond any float
+            return None
     if tp is int:
         return value if isinstance(value, int) and not isinstance(value, bool) else None
     if tp in (bool, str, dict):
@@ -243,7 +304,7 @@ def _build(cls, values, prefix: str):
                              + ", ".join(prefix + k for k in hints))
         converted = _convert(hints[key], value, prefix + key)
         if converted is None:
-            raise ValueError(f"config: {prefix + key} must be {_describe(hints[key])}, got {value!r}")
+            raise ValueError(f"config: {prefix + key} must be {_describe(hints[key])}, got {_short(value)}")
         kwargs[key] = None if converted is _NONE else converted
     missing = [f.name for f in dataclasses.fields(cls) if f.name not in kwargs
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
@@ -259,8 +320,40 @@ def build_config(cls, values, prefix: str = ""):
     return _build(cls, values, prefix)
 
 
+MAX_YAML_DEPTH = 32
+
+
 class _YamlLoader(yaml.SafeLoader):
-    """YAML 1.2 floats: ``1e-3`` is a number (PyYAML's YAML 1.1 reads it as a string)."""
+    """Safe YAML with YAML 1.2 floats (``1e-3`` is a number; PyYAML's YAML 1.1 reads it as a string), and
+    refusing what no config needs: aliases (``*name``: a few lines of them expand to billions of nodes),
+    duplicate keys (the last one would silently win) and nesting deeper than :data:`MAX_YAML_DEPTH`."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.events.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, f"aliases (*{event.anchor}) are not allowed "
+                                              f"(line {event.start_mark.line + 1})")
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_YAML_DEPTH} levels deep "
+                                                  f"(line {self.peek_event().start_mark.line + 1})")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} "
+                                                        f"(line {key_node.start_mark.line + 1})")
+            if isinstance(key, (str, int, float, bool)):
+                seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 _YamlLoader.add_implicit_resolver(
@@ -295,29 +388,17 @@ def read_config_file(path) -> dict:
     return values
 
 
-def _key_type(cls, key: str, prefix: str = ""):
-    """The annotated type of the dotted ``key`` of ``cls``; keys inside a ``dict`` field are ``dict``."""
-    head, _, rest = key.partition(".")
-    hints = typing.get_type_hints(cls)
-    if head not in hints:
-        raise ValueError(f"unknown config key {prefix + head!r}; valid keys: {', '.join(prefix + k for k in hints)}")
-    tp = hints[head]
-    if not rest:
-        return tp
-    if dataclasses.is_dataclass(tp):
-        return _key_type(tp, rest, prefix + head + ".")
-    if tp is dict:
-        return dict
-    raise ValueError(f"config key {prefix + head!r} has no sub-keys")
-
-
 def _override_value(cls, key: str, text: str):
     """The value of ``--set key=text``: raw text for string keys, YAML for the rest (a comma list for lists);
     keys inside a ``dict`` field (``model_kwargs.growth``) are YAML."""
+    head = key.split(".")[0]
+    hints = typing.get_type_hints(cls)
+    if head not in hints:
+        raise ValueError(f"--set {key}: unknown config key {head!r}; valid keys: {', '.join(hints)}")
     try:
-        tp = _key_type(cls, key)
-    except ValueError as exc:
-        raise ValueError(f"--set {key}: {exc}") from None
+        tp = dict if hints[head] is dict and "." in key else field_type(cls, key)
+    except KeyError as exc:
+        raise ValueError(f"--set {key}: {exc.args[0]}") from None
     members = typing.get_args(tp) if isinstance(tp, types.UnionType) else (tp,)
     if str in members and text not in ("null", "~"):
         return text
