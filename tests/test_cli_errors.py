@@ -57,7 +57,7 @@ def test_invalid_yaml(capsys, tmp_path, out):
     ("model: densenet\nepochs: many\n", [], "epochs must be an integer, got 'many'"),
     ("model: densenet\n", ["--set", "learning_rate=0.1"], "--set learning_rate: unknown config key"),
     ("model: densenet\n", ["--set", "lr=fast"], "lr must be a number, got 'fast'"),
-    ("model: densenet\n", ["--set", "data.fraction=2"], "data.fraction must be positive and at most 1"),
+    ("model: densenet\n", ["--set", "data.fraction=2"], "data.fraction must be a finite number in [1e-06, 1], got 2"),
 ])
 def test_unknown_or_ill_typed_config_key(capsys, tmp_path, out, text, extra, fragment):
     _fails(capsys, _train(_config(tmp_path, text), out, *extra), fragment)

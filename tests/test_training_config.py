@@ -33,7 +33,7 @@ def test_defaults_are_seed_000_training_details():
     ({"model": "densenet", "amp": "yes"}, r"amp must be true or false"),
     ({"model": "densenet", "loss": "mse"}, r"loss must be one of 'bce', 'ce', 'dice_ce' or null"),
     ({"model": "densenet", "data": {"augment": ["d4", "flip"]}}, r"unknown augmentation 'flip'"),
-    ({"model": "densenet", "data": {"fraction": 1.5}}, r"data.fraction must be positive and at most 1"),
+    ({"model": "densenet", "data": {"fraction": 1.5}}, r"data.fraction must be a finite number in \[1e-06, 1\], got 1.5"),
     ({"model": "densenet", "normalization_mean": [0.5, 0.5]}, r"normalization_mean must be a list of 3 numbers"),
     ({"model": "densenet", "data": "pcam"}, r"data must be a mapping"),
     ({"epochs": 3}, r"missing required key\(s\) model"),
