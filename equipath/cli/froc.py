@@ -1,8 +1,8 @@
 """``equipath froc``: the Camelyon16 lesion-level FROC and slide-level AUC of a folder of detections."""
 
+from equipath.atomic import write_json
 from equipath.wsi.camelyon import collect_hits
 from equipath.wsi.froc import evaluate_froc
-from equipath.wsi.outputs import write_json
 
 
 def register(subparsers) -> None:
@@ -25,8 +25,12 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    if args.bootstrap < 0:
-        raise ValueError(f"--bootstrap must be >= 0, got {args.bootstrap}")
+    if not 0 <= args.bootstrap <= 1_000_000:
+        raise ValueError(f"--bootstrap must be in [0, 1000000], got {args.bootstrap}")
+    if not 1 <= args.level <= 16:  # level 0 would rasterise lesions at full resolution (gigapixels)
+        raise ValueError(f"--level must be in [1, 16], got {args.level}")
+    if not 1e-3 <= args.mpp <= 1e3:  # NaN fails too
+        raise ValueError(f"--mpp must be a number in [0.001, 1000], got {args.mpp}")
     hits = collect_hits(args.detections, args.ground_truth, args.slides, mpp=args.mpp, level=args.level)
     report = evaluate_froc(hits, n_bootstrap=args.bootstrap, seed=args.seed)
     print(f"{report.n_slides} slides ({report.n_tumour_slides} with tumour), {report.n_lesions} lesions "
