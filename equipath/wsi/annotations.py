@@ -1,4 +1,8 @@
-"""ASAP XML annotations (Camelyon16) -> polygons -> tumour masks.
+"""Annotations (ASAP XML of Camelyon16, QuPath GeoJSON) -> polygons -> tumour and label masks.
+
+:func:`read_annotations` reads either format by its suffix (``.xml``: ASAP; ``.geojson`` / ``.json``:
+QuPath, through :mod:`equipath.wsi.geojson`); every consumer (FROC ground truth, patch sampling, the tile
+builder) calls it.
 
 ASAP writes ``<ASAP_Annotations><Annotations><Annotation Name=.. Type="Polygon" PartOfGroup=..>
 <Coordinates><Coordinate Order="0" X=".." Y=".."/>...`` with level-0 pixel coordinates. In Camelyon16 the
@@ -22,23 +26,45 @@ from skimage.draw import polygon as fill_polygon
 
 from equipath.atomic import atomic_path
 
-__all__ = ["Annotation", "read_asap_xml", "write_asap_xml", "rasterize", "EXCLUDE_GROUPS"]
+__all__ = ["Annotation", "read_annotations", "read_asap_xml", "write_asap_xml", "rasterize", "rasterize_labels",
+           "EXCLUDE_GROUPS", "ANNOTATION_SUFFIXES"]
+
+ANNOTATION_SUFFIXES = (".xml", ".geojson", ".json")
 
 EXCLUDE_GROUPS = ("_2", "exclusion", "exclude", "normal", "none")
 
 
 @dataclass(frozen=True)
 class Annotation:
-    """One polygon: ``name``, ``group`` (ASAP ``PartOfGroup``) and ``coords`` ``(N, 2)`` level-0 ``(X, Y)``."""
+    """One polygon: ``name``, ``group`` (ASAP ``PartOfGroup``, QuPath class name), ``coords`` ``(N, 2)``
+    level-0 ``(X, Y)`` of its exterior and ``holes``, rings cut out of it (QuPath polygons have them)."""
 
     name: str
     group: str
     coords: np.ndarray
+    holes: tuple = ()
 
     @property
     def excluded(self) -> bool:
         """True for the normal-tissue groups that are cut out of tumour (``_2``, ``Exclusion``, ...)."""
         return self.group.strip().lower() in EXCLUDE_GROUPS
+
+
+def read_annotations(path) -> list[Annotation]:
+    """The polygons of an ASAP XML (``.xml``) or QuPath GeoJSON (``.geojson``, ``.json``) file.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: another suffix, or a file that is not what its suffix says.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix == ".xml":
+        return read_asap_xml(path)
+    if suffix in (".geojson", ".json"):
+        from equipath.wsi.geojson import read_geojson  # geojson builds on this module
+
+        return read_geojson(path)
+    raise ValueError(f"annotation file {path}: expected ASAP .xml or QuPath .geojson / .json")
 
 
 def read_asap_xml(path) -> list[Annotation]:
@@ -93,19 +119,47 @@ def write_asap_xml(path, annotations: list[Annotation]) -> Path:
     return Path(path)
 
 
+def _fill(ring: np.ndarray, shape, downsample: float, origin) -> tuple[np.ndarray, np.ndarray]:
+    cols = (ring[:, 0] - origin[0]) / downsample - 0.5
+    rows = (ring[:, 1] - origin[1]) / downsample - 0.5
+    return fill_polygon(rows, cols, shape)
+
+
+def _polygon_mask(a: Annotation, shape, downsample: float, origin) -> np.ndarray:
+    """Pixels whose centre lies in ``a`` and in none of its holes."""
+    mask = np.zeros(shape, dtype=bool)
+    mask[_fill(a.coords, shape, downsample, origin)] = True
+    for hole in a.holes:
+        if len(hole) >= 3:
+            mask[_fill(np.asarray(hole), shape, downsample, origin)] = False
+    return mask
+
+
 def rasterize(annotations: list[Annotation], shape: tuple[int, int], downsample: float,
               origin: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
     """Tumour mask ``(H, W)`` bool: mask pixel ``(r, c)`` is level-0 point ``origin + ((c + 0.5) * d, (r + 0.5) * d)``.
 
-    A pixel is tumour when its centre lies in a tumour polygon and in no exclusion polygon.
+    A pixel is tumour when its centre lies in a tumour polygon (outside its holes) and in no exclusion polygon.
     """
     mask = np.zeros(shape, dtype=bool)
     for excluded in (False, True):
         for a in annotations:
             if a.excluded != excluded or len(a.coords) < 3:
                 continue
-            cols = (a.coords[:, 0] - origin[0]) / downsample - 0.5
-            rows = (a.coords[:, 1] - origin[1]) / downsample - 0.5
-            rr, cc = fill_polygon(rows, cols, shape)
-            mask[rr, cc] = not excluded
+            if excluded:
+                mask &= ~_polygon_mask(a, shape, downsample, origin)
+            else:
+                mask |= _polygon_mask(a, shape, downsample, origin)
     return mask
+
+
+def rasterize_labels(annotations: list[Annotation], classes: dict[str, int], shape: tuple[int, int],
+                     downsample: float, origin: tuple[float, float] = (0.0, 0.0), background: int = 0) -> np.ndarray:
+    """Label mask ``(H, W)`` uint8: each pixel takes ``classes[group]`` of the last polygon (outside its holes)
+    whose group is in ``classes`` and holds the pixel's centre; ``background`` elsewhere. Pixel centres as in
+    :func:`rasterize`."""
+    labels = np.full(shape, background, dtype=np.uint8)
+    for a in annotations:
+        if a.group in classes and len(a.coords) >= 3:
+            labels[_polygon_mask(a, shape, downsample, origin)] = classes[a.group]
+    return labels

@@ -38,7 +38,8 @@ def find_ground_truth(folder: Path | None, name: str) -> Path | None:
     """The ground-truth file of slide ``name`` in ``folder``, or None (a normal slide)."""
     if folder is None:
         return None
-    for candidate in (f"{name}.xml", f"{name}.tif", f"{name}.tiff", f"{name}_mask.tif", f"{name}_Mask.tif"):
+    for candidate in (f"{name}.xml", f"{name}.geojson", f"{name}.tif", f"{name}.tiff", f"{name}_mask.tif",
+                      f"{name}_Mask.tif"):
         if (folder / candidate).is_file():
             return folder / candidate
     return None
@@ -103,7 +104,7 @@ def collect_hits(detections_dir, ground_truth_dir=None, slides_dir=None, mpp: fl
         info = _slide_info(name, csv_path, slides_dir)
         dims = info["dimensions"]
         if dims is None and truth_path is not None:
-            if truth_path.suffix.lower() == ".xml":
+            if truth_path.suffix.lower() in (".xml", ".geojson"):
                 raise ValueError(f"slide {name}: the size of the slide is needed to rasterize {truth_path}; "
                                  f"pass the slides folder (or use predict-slide output folders)")
             with open_slide(truth_path) as mask:
@@ -112,7 +113,7 @@ def collect_hits(detections_dir, ground_truth_dir=None, slides_dir=None, mpp: fl
         hits.append(evaluate_slide(probs, xs, ys, truth, name, info["max_prob"], ties))
     if gt_dir is not None:
         orphans = sorted(p.name for p in gt_dir.iterdir()
-                         if p.suffix.lower() in (".xml", ".tif", ".tiff")
+                         if p.suffix.lower() in (".xml", ".geojson", ".tif", ".tiff")
                          and p.stem.removesuffix("_mask").removesuffix("_Mask") not in files
                          and p.stem.removesuffix("_mask").removesuffix("_Mask").lower() not in excluded)
         for orphan in orphans:

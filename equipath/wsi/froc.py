@@ -48,7 +48,7 @@ from skimage.measure import regionprops
 from sklearn.metrics import roc_auc_score
 
 from equipath.evaluation.base import bootstrap_ci
-from equipath.wsi.annotations import rasterize, read_asap_xml
+from equipath.wsi.annotations import ANNOTATION_SUFFIXES, rasterize, read_annotations
 from equipath.wsi.reader import SlideView, open_slide
 
 __all__ = ["GroundTruth", "SlideHits", "load_ground_truth", "evaluate_slide", "froc_curve", "froc_score",
@@ -109,8 +109,8 @@ def load_ground_truth(path, dimensions: tuple[int, int], mpp: float, level: int 
     if path is None:
         return GroundTruth(None, ds)
     path = Path(path)
-    if path.suffix.lower() == ".xml":
-        annotations = read_asap_xml(path)
+    if path.suffix.lower() in ANNOTATION_SUFFIXES:
+        annotations = read_annotations(path)
         _check_inside(path, annotations, W, H)
         tumour = rasterize(annotations, shape, ds)
     elif path.suffix.lower() in (".tif", ".tiff"):
@@ -124,7 +124,7 @@ def load_ground_truth(path, dimensions: tuple[int, int], mpp: float, level: int 
         h, w = min(shape[0], pixels.shape[0]), min(shape[1], pixels.shape[1])
         tumour[:h, :w] = pixels[:h, :w, 0] > 0
     else:
-        raise ValueError(f"ground truth {path}: expected an ASAP .xml file or a .tif mask")
+        raise ValueError(f"ground truth {path}: expected an ASAP .xml / QuPath .geojson file or a .tif mask")
     truth = GroundTruth.from_tumour_mask(tumour, ds, mpp * ds, growth_um, itc_um)
     if not truth.is_tumour:
         log.warning("ground truth %s marks no tumour pixel at level %d; the slide counts as normal", path, level)

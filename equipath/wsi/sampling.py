@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from equipath.data import PCamWriter
 from equipath.data.pcam import pcam_path
-from equipath.wsi.annotations import rasterize, read_asap_xml
+from equipath.wsi.annotations import rasterize, read_annotations
 from equipath.wsi.reader import SlideView, open_slide
 from equipath.wsi.tissue import TissueOptions, tissue_mask
 
@@ -95,7 +95,7 @@ def sample_patches(sources, root, split: str, n: int, *, mpp: float = 0.972,
         slides = []
         for slide_path, annotation_path in sources:
             reader = stack.enter_context(open_slide(slide_path, backend, slide_mpp))
-            annotations = read_asap_xml(annotation_path) if annotation_path is not None else []
+            annotations = read_annotations(annotation_path) if annotation_path is not None else []
             slides.append(_Slide(reader, annotations, mpp, tissue))
         by_kind = {k: [s for s in slides if len(s.candidates[k])] for k in (0, 1)}
         for kind, what in ((1, "tumour annotation"), (0, "non-tumour tissue")):
