@@ -15,6 +15,7 @@ A checkpoint is a dict of tensors and plain Python values:
 reading or writing a checkpoint (the cell VAE does) does not import the architectures.
 """
 
+import math
 import warnings
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from equipath import __version__
 from equipath.atomic import atomic_write
 from equipath.outdir import check_writable
 
-__all__ = ["save_checkpoint", "load_checkpoint", "load_model", "check_writable"]
+__all__ = ["save_checkpoint", "load_checkpoint", "load_model", "check_writable", "check_weights"]
 
 FORMAT = 1
 
@@ -61,7 +62,68 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         raise ValueError(f"checkpoint {path} could not be read as an equipath checkpoint ({exc.__class__.__name__})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state:
         raise ValueError(f"checkpoint {path} is not an equipath checkpoint (format {FORMAT})")
+    problem = _metadata_problem(state)
+    if problem:
+        raise ValueError(f"checkpoint {path} has malformed metadata: {problem}")
     return state
+
+
+def _plain_problem(name: str, value, depth: int = 0) -> str | None:
+    if depth > 4:
+        return f"{name} is nested too deeply"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{name} is {value}"
+    if isinstance(value, (list, tuple)):
+        return next((p for k, v in enumerate(value) if (p := _plain_problem(f"{name}[{k}]", v, depth + 1))), None)
+    if not (value is None or isinstance(value, (bool, int, float, str))):
+        return f"{name} is a {type(value).__name__}, not a number, string, boolean, null or list"
+    return None
+
+
+def _metadata_problem(state: dict) -> str | None:
+    """What is wrong with a checkpoint's metadata (see the module docstring), or None."""
+    model = state["model"]
+    if not isinstance(model, dict) or not isinstance(model.get("name"), str) or not isinstance(model.get("kwargs"), dict):
+        return "'model' must be {'name': str, 'kwargs': dict}"
+    for key, value in model["kwargs"].items():
+        if not isinstance(key, str):
+            return f"model kwargs key {key!r} is not a string"
+        if problem := _plain_problem(f"model kwargs {key}", value):
+            return problem
+    weights = state.get("state_dict")
+    if not isinstance(weights, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                for k, v in weights.items()):
+        return "'state_dict' must map names to tensors"
+    norm = state.get("normalization")
+    if norm is not None:
+        if not isinstance(norm, dict) or set(norm) != {"mean", "std"}:
+            return "'normalization' must be {'mean': [r, g, b], 'std': [r, g, b]}"
+        for key in ("mean", "std"):
+            values = norm[key]
+            if not isinstance(values, (list, tuple)) or len(values) != 3 or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+                return f"normalization {key} must be 3 finite numbers, got {values!r}"
+        if min(norm["std"]) <= 0:
+            return f"normalization std must be positive, got {norm['std']!r}"
+    if state.get("task") not in (None, "classification", "segmentation"):
+        return f"task must be 'classification' or 'segmentation', got {state.get('task')!r}"
+    return None
+
+
+def check_weights(model: torch.nn.Module, state_dict: dict, source) -> None:
+    """``ValueError`` in one line naming the first tensor of ``state_dict`` that does not fit ``model``
+    (missing, unexpected, or another shape: both shapes), so ``model.load_state_dict`` cannot fail."""
+    expected = model.state_dict()
+    for key, tensor in expected.items():
+        if key not in state_dict:
+            raise ValueError(f"{source}: the weights do not fit the model: {key} {tuple(tensor.shape)} is missing")
+        if tuple(state_dict[key].shape) != tuple(tensor.shape):
+            raise ValueError(f"{source}: the weights do not fit the model: {key} has shape "
+                             f"{tuple(state_dict[key].shape)} in the checkpoint, {tuple(tensor.shape)} in the model")
+    extra = [k for k in state_dict if k not in expected]
+    if extra:
+        raise ValueError(f"{source}: the weights do not fit the model: {extra[0]} "
+                         f"{tuple(state_dict[extra[0]].shape)} is not in the model ({len(extra)} such tensor(s))")
 
 
 def load_model(path, map_location="cpu"):

@@ -10,6 +10,8 @@ Example:
 """
 
 import inspect
+import types
+import typing
 from collections.abc import Callable
 
 from torch import nn
@@ -51,4 +53,28 @@ def create_model(name: str, **kwargs) -> nn.Module:
     except TypeError as exc:
         accepted = ", ".join(signature.parameters) or "none"
         raise ValueError(f"model {name!r}: {exc}; accepted arguments: {accepted}") from None
-    return fn(**kwargs)
+    hints = typing.get_type_hints(fn)
+    for key, value in kwargs.items():
+        if key in hints and not _fits(hints[key], value):
+            raise ValueError(f"model {name!r}: {key} must be {getattr(hints[key], '__name__', hints[key])}, "
+                             f"got {value!r}")
+    try:
+        return fn(**kwargs)
+    except (TypeError, OverflowError, RuntimeError, MemoryError) as exc:  # e.g. a width no layer can take
+        raise ValueError(f"model {name!r} cannot be built with {kwargs}: {exc.__class__.__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+
+
+def _fits(tp, value) -> bool:
+    """Whether ``value`` fits the annotation ``tp`` (ints fit floats, bools fit only bools)."""
+    if typing.get_origin(tp) in (types.UnionType, typing.Union):
+        return any(_fits(arg, value) for arg in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp in (bool, str):
+        return isinstance(value, tp)
+    return True
