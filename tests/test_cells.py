@@ -265,7 +265,7 @@ def test_experiment_runs_and_writes_a_synthetic_table(tmp_path):
 # ---- command line -------------------------------------------------------------------------------------------
 
 def test_cli_synth_train_evaluate(tmp_path, capsys):
-    assert main(["cells", "synth", str(tmp_path / "cells"), "--n", "24", "--size", "16", "--no-progress"]) == 0
+    assert main(["cells", "synth", "--out", str(tmp_path / "cells"), "--n", "24", "--size", "16", "--no-progress"]) == 0
     assert (tmp_path / "cells" / "preview.png").is_file() and len(list((tmp_path / "cells").glob("*/*.png"))) == 24
     config = tmp_path / "cfg.yaml"
     config.write_text("variant: only-STN\nrotation_weight: 0.5\nsize: 16\nlatent_dim: 4\nwidth: 2\nepochs: 1\n"
@@ -281,8 +281,9 @@ def test_cli_synth_train_evaluate(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["cells", "train", "--set", "epochz=3"], "unknown config key 'epochz'"),
-    (["cells", "train", "--set", "data.n_trian=3"], "unknown config key data.n_trian"),
-    (["cells", "train", "--set", "epochs=three"], "epochs must be int"),
+    (["cells", "train", "--set", "data.n_trian=3"], "unknown config key 'data.n_trian'"),
+    (["cells", "train", "--set", "epochs=three"], "epochs must be an integer, got 'three'"),
+    (["cells", "train", "--set", "lr=fast"], "lr must be a number, got 'fast'"),
     (["cells", "train", "--config", "missing.yaml"], "config file missing.yaml does not exist"),
     (["cells", "evaluate", "--checkpoint", "missing.pt"], "missing.pt does not exist"),
     (["cells", "experiment", "--set", "variants=[hnet]"], "variants must be"),

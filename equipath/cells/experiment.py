@@ -49,11 +49,11 @@ class CellExperimentConfig:
         n_angles: angles of the KL evaluation (every ``360 / n_angles`` degrees). Defaults to 12.
         folds: cross-validation folds of the probe. Defaults to 5.
         seed: seeds the data (``seed`` .. ``seed + 3``) and training. Defaults to 0.
-        device: torch device. Defaults to ``"cpu"``.
+        device: ``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``. Defaults to ``auto``.
     """
 
-    variants: tuple = VARIANTS
-    weights: tuple = (0.2, 0.5, 0.9)
+    variants: tuple[str, ...] = VARIANTS
+    weights: tuple[float, ...] = (0.2, 0.5, 0.9)
     n_train: int = 800
     n_val: int = 300
     n_test: int = 300
@@ -68,7 +68,7 @@ class CellExperimentConfig:
     n_angles: int = 12
     folds: int = 5
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"
 
     def __post_init__(self):
         self.variants, self.weights = tuple(self.variants), tuple(float(w) for w in self.weights)

@@ -35,6 +35,7 @@ from equipath.cells.rotation import rotate
 from equipath.cells.vae import VARIANTS, CellVAE
 from equipath.checkpoint import load_checkpoint, save_checkpoint
 from equipath.nn.harmonic import HarmonicBatchNorm
+from equipath.training.distributed import resolve_device
 
 __all__ = ["CellTrainConfig", "TrainResult", "train_cell_vae", "recalibrate_batch_norm", "save_cell_vae",
            "load_cell_vae", "TASK"]
@@ -64,7 +65,7 @@ class CellTrainConfig:
         calibration_images: training images that set the batch-norm statistics before each
             validation. Defaults to 512.
         seed: seeds initialisation, shuffling and rotation angles. Defaults to 0.
-        device: torch device. Defaults to ``"cpu"``.
+        device: ``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``. Defaults to ``auto``.
     """
 
     variant: str = "inv-HNet"
@@ -80,7 +81,7 @@ class CellTrainConfig:
     centre_sigma: float = 0.25
     calibration_images: int = 512
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"
 
     def __post_init__(self):
         for f in fields(self):
@@ -142,7 +143,7 @@ def train_cell_vae(train_images: torch.Tensor, val_images: torch.Tensor, config:
     """
     _check_images("training", train_images, config.size)
     _check_images("validation", val_images, config.size)
-    device = torch.device(config.device)
+    device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     model = CellVAE(config.variant, config.size, config.latent_dim, config.width).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)

@@ -1,6 +1,6 @@
 """``equipath cells``: rotation-invariant cell representations (seed 003) on procedural or user cell patches.
 
-    equipath cells synth OUT --n 600                     procedural labelled patches (PNG folders) + preview.png
+    equipath cells synth --out OUT --n 600               procedural labelled patches (PNG folders) + preview.png
     equipath cells train --config configs/cells_inv_hnet.yaml [--set epochs=5 ...]
     equipath cells evaluate --checkpoint runs/cells/inv_hnet/model.pt
     equipath cells experiment [--config configs/cells_experiment.yaml] [--set epochs=5 ...]
@@ -20,63 +20,53 @@ import torch
 import yaml
 from PIL import Image
 
+from equipath.atomic import atomic_write
 from equipath.cells.data import SYNTHETIC, load_cells, write_cell_folder
 from equipath.cells.evaluation import evaluate_cell_vae
-from equipath.atomic import atomic_write
 from equipath.cells.experiment import LABEL, CellExperimentConfig, format_table, run_experiment
 from equipath.cells.synthetic import CELL_TYPES, make_cell_patches
 from equipath.cells.train import CellTrainConfig, load_cell_vae, save_cell_vae, train_cell_vae
-from equipath.training.config import load_yaml
-
-_DATA_DEFAULTS = {"train": SYNTHETIC, "val": SYNTHETIC, "n_train": 800, "n_val": 300, "seed": 0}
-
-
-def _read_config(path, overrides: list[str], known: dict) -> dict:
-    """A YAML mapping with ``key=value`` / ``data.key=value`` overrides; ``ValueError`` for unknown keys."""
-    values = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {path} does not exist")
-        values = load_yaml(path.read_text(), str(path)) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: expected a mapping of config keys, got {type(values).__name__}")
-    for item in overrides or []:
-        key, eq, text = item.partition("=")
-        if not eq:
-            raise ValueError(f"--set {item}: expected KEY=VALUE")
-        value = load_yaml(text, f"--set {key}")
-        if "." in key:
-            parent, child = key.split(".", 1)
-            values.setdefault(parent, {})[child] = value
-        else:
-            values[key] = value
-    source = path or "--set"
-    for key, value in values.items():
-        if key not in known:
-            raise ValueError(f"{source}: unknown config key {key!r}; valid keys: {', '.join(known)}")
-        if isinstance(known[key], dict):
-            if not isinstance(value, dict):
-                raise ValueError(f"{source}: {key} must be a mapping with keys {', '.join(known[key])}")
-            for child in value:
-                if child not in known[key]:
-                    raise ValueError(f"{source}: unknown config key {key}.{child}; valid: {', '.join(known[key])}")
-    return values
+from equipath.cli import _options
+from equipath.training.config import apply_overrides, build_config, read_config_file
 
 
-def _build(cls, values: dict, what: str):
-    try:
-        return cls(**values)
-    except TypeError as exc:
-        raise ValueError(f"{what}: {exc}") from None
+@dataclasses.dataclass(frozen=True)
+class _Data:
+    """The ``data`` keys of a cell training config: sources (``synthetic`` or a folder), synthetic sizes, seed."""
+
+    train: str = SYNTHETIC
+    val: str = SYNTHETIC
+    n_train: int = 800
+    n_val: int = 300
+    seed: int = 0
 
 
-def _keys(cls) -> dict:
-    return {f.name: None for f in dataclasses.fields(cls)}
+def _file_schema(cls, name: str, extra: list) -> type:
+    """The keys of a config file of ``cls``: its fields, ``out_dir`` and ``extra``, built and checked by the
+    package's one config builder (:func:`equipath.training.config.build_config`)."""
+    own = [(f.name, f.type, dataclasses.field(default=f.default)) for f in dataclasses.fields(cls)]
+    return dataclasses.make_dataclass(name, own + [("out_dir", str | None, dataclasses.field(default=None))] + extra,
+                                      frozen=True)
+
+
+_TrainFile = _file_schema(CellTrainConfig, "CellTrainFile", [("data", _Data, dataclasses.field(default_factory=_Data))])
+_ExperimentFile = _file_schema(CellExperimentConfig, "CellExperimentFile", [])
+
+
+def _read_config(path, pairs, schema, shortcuts: dict) -> object:
+    """A YAML file (or none) with ``--set KEY=VALUE`` and the shortcut flags applied, built as ``schema``."""
+    values = read_config_file(path) if path is not None else {}
+    overrides = _options.parse_sets(pairs)
+    overrides.update({key: str(value) for key, value in shortcuts.items() if value is not None})
+    return build_config(schema, apply_overrides(values, overrides, schema))
+
+
+def _fields(run, cls) -> dict:
+    return {f.name: getattr(run, f.name) for f in dataclasses.fields(cls)}
 
 
 def _run_synth(args) -> int:
-    images, labels = make_cell_patches(args.n, args.size, args.seed, progress=not args.no_progress)
+    images, labels = make_cell_patches(args.n, args.size, args.seed, progress=args.progress)
     out = write_cell_folder(args.out, images, labels)
     per_class = min(8, args.n // len(CELL_TYPES)) or 1
     rows = [np.concatenate([images[c + len(CELL_TYPES) * k] if c + len(CELL_TYPES) * k < len(images)
@@ -97,17 +87,16 @@ def _threads(args) -> None:
 
 def _run_train(args) -> int:
     _threads(args)
-    known = {**_keys(CellTrainConfig), "out_dir": None, "data": _DATA_DEFAULTS}
-    values = _read_config(args.config, args.set, known)
-    data = {**_DATA_DEFAULTS, **values.pop("data", {})}
-    config_out = values.pop("out_dir", None)
-    out = Path(args.out or config_out or f"runs/cells/{values.get('variant', 'inv-HNet')}")
-    config = _build(CellTrainConfig, values, "cell training config")
+    run = _read_config(args.config, args.set, _TrainFile, {"device": args.device, "seed": args.seed,
+                                                          "batch_size": args.batch_size})
+    data = dataclasses.asdict(run.data)
+    out = Path(args.out or run.out_dir or f"runs/cells/{run.variant}")
+    config = CellTrainConfig(**_fields(run, CellTrainConfig))
     train, _ = load_cells(data["train"], data["n_train"], config.size, data["seed"])
     val, _ = load_cells(data["val"], data["n_val"], config.size, data["seed"] + 1)
     resolved = {**dataclasses.asdict(config), "out_dir": str(out), "data": data}
     atomic_write(out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
-    result = train_cell_vae(train, val, config, progress=not args.no_progress)
+    result = train_cell_vae(train, val, config, progress=args.progress)
     checkpoint = save_cell_vae(out / "model.pt", result.model, config, result.history)
     lines = [",".join(result.history[0])] + [",".join(f"{v:g}" for v in row.values()) for row in result.history]
     atomic_write(out / "history.csv", "\n".join(lines) + "\n")
@@ -119,7 +108,7 @@ def _run_train(args) -> int:
 
 
 def _run_evaluate(args) -> int:
-    model, state = load_cell_vae(args.checkpoint, args.device)
+    model, state = load_cell_vae(args.checkpoint, _options.resolve_device(args.device))
     test, _ = load_cells(args.test, args.n_test, model.size, args.seed + 2)
     labelled, labels = load_cells(args.labelled, args.n_labelled, model.size, args.seed + 3)
     if labels is None:
@@ -138,24 +127,28 @@ def _run_evaluate(args) -> int:
 
 def _run_experiment(args) -> int:
     _threads(args)
-    values = _read_config(args.config, args.set, {**_keys(CellExperimentConfig), "out_dir": None})
-    config_out = values.pop("out_dir", None)
-    out = Path(args.out or config_out or "runs/cells/experiment")
-    config = _build(CellExperimentConfig, values, "cell experiment config")
+    run = _read_config(args.config, args.set, _ExperimentFile, {"device": args.device, "seed": args.seed,
+                                                               "batch_size": args.batch_size})
+    out = Path(args.out or run.out_dir or "runs/cells/experiment")
+    config = CellExperimentConfig(**_fields(run, CellExperimentConfig))
     atomic_write(out / "config.yaml", yaml.safe_dump({**dataclasses.asdict(config), "variants": list(config.variants),
                                                       "weights": list(config.weights), "out_dir": str(out)},
                                                      sort_keys=False))
-    rows = run_experiment(config, out, progress=not args.no_progress)
+    rows = run_experiment(config, out, progress=args.progress)
     print(format_table(rows), end="")
     print(f"wrote {out}/results.md, results.csv, results.json, results.png and checkpoints/")
     return 0
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
+def _run_flags(parser, default_out: str) -> None:
+    parser.add_argument("--config", help="YAML config (see configs/cells_*.yaml)")
+    _options.add_set(parser, help="override a key (repeatable), e.g. epochs=3 or data.n_train=500")
+    _options.add_out(parser, help=f"output folder, overriding the config's out_dir (default: {default_out})")
+    parser.add_argument("--device", help="the config's device: auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--seed", type=int, help="the config's seed (default: 0)")
+    parser.add_argument("--batch-size", type=_options.positive_int, help="the config's batch_size (default: 64)")
+    _options.add_progress(parser)
+    parser.add_argument("--threads", type=_options.positive_int, help="torch CPU threads (default: torch's choice)")
 
 
 def register(subparsers) -> None:
@@ -165,42 +158,35 @@ def register(subparsers) -> None:
     sub = parser.add_subparsers(dest="what", metavar="WHAT", required=True)
 
     synth = sub.add_parser("synth", help="write procedural labelled cell patches (SYNTHETIC) as PNG folders")
-    synth.add_argument("out", help="output folder")
-    synth.add_argument("--n", type=_positive, default=600, help="patches, balanced over the cell types (default: 600)")
-    synth.add_argument("--size", type=_positive, default=32, help="patch side in pixels (default: 32)")
-    synth.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
-    synth.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _options.add_out(synth, required=True, help="output folder")
+    synth.add_argument("--n", type=_options.positive_int, default=600,
+                       help="patches, balanced over the cell types (default: 600)")
+    synth.add_argument("--size", type=_options.positive_int, default=32, help="patch side in pixels (default: 32)")
+    _options.add_seed(synth, help="generator seed (default: 0)")
+    _options.add_progress(synth)
     synth.set_defaults(func=_run_synth)
 
     train = sub.add_parser("train", help="train one cell VAE from a YAML config",
                            description="Keys: the fields of equipath.cells.CellTrainConfig, out_dir, and data "
                                        "(train, val: 'synthetic' or a folder; n_train, n_val, seed: synthetic "
                                        "only). Writes config.yaml, model.pt and history.csv to out_dir.")
-    train.add_argument("--config", help="YAML config (see configs/cells_*.yaml)")
-    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key, e.g. epochs=3 or data.n_train=500")
-    train.add_argument("--out", help="output folder, overriding the config's out_dir (default: runs/cells/<variant>)")
-    train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    train.add_argument("--threads", type=_positive, help="torch CPU threads (default: torch's choice)")
+    _run_flags(train, "runs/cells/<variant>")
     train.set_defaults(func=_run_train)
 
     evaluate = sub.add_parser("evaluate", help="KL under rotation, SSIM and probe F1 of a trained cell VAE")
     evaluate.add_argument("--checkpoint", required=True, help="model.pt written by 'equipath cells train'")
     evaluate.add_argument("--test", default=SYNTHETIC, help="patches for KL and SSIM: 'synthetic' or a folder (default: synthetic)")
     evaluate.add_argument("--labelled", default=SYNTHETIC, help="labelled patches for the probe: 'synthetic' or a folder of class sub-folders (default: synthetic)")
-    evaluate.add_argument("--n-test", type=_positive, default=300, help="synthetic test patches (default: 300)")
-    evaluate.add_argument("--n-labelled", type=_positive, default=600, help="synthetic labelled patches (default: 600)")
-    evaluate.add_argument("--angles", type=_positive, default=12, help="KL angles, every 360/N degrees (default: 12)")
-    evaluate.add_argument("--folds", type=_positive, default=5, help="cross-validation folds of the probe (default: 5)")
-    evaluate.add_argument("--seed", type=int, default=0, help="synthetic data seed base, as in training (default: 0)")
-    evaluate.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    evaluate.add_argument("--out", help="metrics JSON (default: metrics.json beside the checkpoint)")
+    evaluate.add_argument("--n-test", type=_options.positive_int, default=300, help="synthetic test patches (default: 300)")
+    evaluate.add_argument("--n-labelled", type=_options.positive_int, default=600, help="synthetic labelled patches (default: 600)")
+    evaluate.add_argument("--angles", type=_options.positive_int, default=12, help="KL angles, every 360/N degrees (default: 12)")
+    evaluate.add_argument("--folds", type=_options.positive_int, default=5, help="cross-validation folds of the probe (default: 5)")
+    _options.add_seed(evaluate, help="synthetic data seed base, as in training (default: 0)")
+    _options.add_device(evaluate)
+    _options.add_out(evaluate, help="metrics JSON (default: metrics.json beside the checkpoint)")
     evaluate.set_defaults(func=_run_evaluate)
 
     experiment = sub.add_parser("experiment", help="every variant and rotation weight on procedural cells; prints the table",
                                 description="Keys: the fields of equipath.cells.CellExperimentConfig and out_dir.")
-    experiment.add_argument("--config", help="YAML config (see configs/cells_experiment.yaml)")
-    experiment.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key, e.g. epochs=3")
-    experiment.add_argument("--out", help="output folder, overriding the config's out_dir (default: runs/cells/experiment)")
-    experiment.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    experiment.add_argument("--threads", type=_positive, help="torch CPU threads (default: torch's choice)")
+    _run_flags(experiment, "runs/cells/experiment")
     experiment.set_defaults(func=_run_experiment)
