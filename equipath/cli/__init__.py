@@ -2,8 +2,14 @@
 ``register(subparsers)``, which adds its parser and sets ``func(args) -> int``; every module here is
 registered, in alphabetical order, except those whose name starts with ``_`` (shared helpers).
 
-User errors (bad files, bad arguments) end the program with one line on stderr and exit status 2, never
-a traceback; everything else is a bug and keeps its traceback.
+User errors end the program with one line on stderr, ``equipath CMD: error: ...``, and exit status 2,
+never a traceback (``-v`` adds it, for a bug report). A user error is any exception a user's input can
+cause: ``ValueError`` and ``OSError`` (bad files and values, named in the message), ``KeyError`` (an
+unknown key), ``ImportError`` of an optional package (OpenSlide, ...), ``MemoryError`` and a device's
+out-of-memory error (a batch or input too large), ``OverflowError`` (a number too large),
+``RecursionError`` (input nested too deeply) and ``TypeError`` (a value of the wrong type that slipped
+past validation). Everything else is a bug and keeps its traceback; so does an ``ImportError`` of
+equipath's own modules.
 """
 
 import argparse
@@ -42,10 +48,51 @@ def main(argv=None) -> int:
         return 0
     try:
         return args.func(args)
-    except (ValueError, OSError, KeyError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    except Exception as exc:  # noqa: BLE001 - sorted into user errors (one line) and bugs (re-raised)
+        message = user_error(exc)
+        if message is None:
+            raise
+        log.debug("the error's traceback:", exc_info=True)
         print(f"equipath {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"equipath {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+_BUG_HINT = "if the input looks right, this is a bug: run with -v and report the traceback"
+
+
+def user_error(exc: BaseException) -> str | None:
+    """The one-line message of an exception a user's input can cause (see the module docstring), or None
+    for a bug."""
+    if isinstance(exc, ImportError):
+        name = getattr(exc, "name", None) or ""
+        if name == "equipath" or name.startswith("equipath."):
+            return None
+        return f"{_first_line(exc)} (an optional package is missing: install it, see the README)"
+    if isinstance(exc, KeyError):
+        return str(exc.args[0]) if exc.args else "unknown key"
+    if isinstance(exc, (ValueError, OSError)):
+        return _first_line(exc)
+    if isinstance(exc, MemoryError) or _out_of_memory(exc):
+        return f"out of memory ({exc.__class__.__name__}: {_first_line(exc)}); try a smaller --batch-size or input"
+    if isinstance(exc, OverflowError):
+        return f"a number is too large ({_first_line(exc)})"
+    if isinstance(exc, RecursionError):
+        return "the input is nested too deeply (RecursionError)"
+    if isinstance(exc, TypeError):
+        return f"a value has the wrong type ({_first_line(exc)}); {_BUG_HINT}"
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """torch's out-of-memory errors (``torch.OutOfMemoryError``, or the CPU allocator's ``RuntimeError``)."""
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and (exc.__class__.__name__ == "OutOfMemoryError" or "out of memory" in text
+                                              or "can't allocate memory" in text or "not enough memory" in text)

@@ -184,6 +184,8 @@ class PCamDataset(Dataset):
                 if len(x) != len(y):
                     raise ValueError(f"{self.x_path} holds {len(x)} patches but {self.y_path} holds "
                                      f"{len(y)} labels: expected the same number")
+                if len(x) == 0:
+                    raise ValueError(f"{self.x_path} holds 0 patches: expected at least one")
                 labels = y[:].reshape(-1).astype(np.int64)
                 synthetic = bool(fx.attrs.get("synthetic", False))
         except OSError as exc:

@@ -23,6 +23,7 @@ Example:
 
 import csv
 from collections import OrderedDict
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -54,12 +55,16 @@ def _read_array(path: Path) -> np.ndarray:
         raise ValueError(f"{path}: not a readable image ({exc})") from None
 
 
-def read_image(path) -> np.ndarray:
-    """An RGB image as float32 ``(H, W, 3)`` in [0, 1] (uint8 / 255, uint16 / 65535; alpha dropped)."""
+def read_image(path, grey_to_rgb: bool = False) -> np.ndarray:
+    """An RGB image as float32 ``(H, W, 3)`` in [0, 1] (uint8 / 255, uint16 / 65535; alpha dropped); with
+    ``grey_to_rgb`` a greyscale image ``(H, W)`` has its channel repeated 3 times."""
     path = Path(path)
     a = _read_array(path)
+    if grey_to_rgb and (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (1, 2))):  # grey, or grey + alpha
+        a = np.repeat((a if a.ndim == 2 else a[..., 0])[..., None], 3, axis=-1)
     if a.ndim != 3 or a.shape[-1] not in (3, 4):
-        raise ValueError(f"{path}: expected an RGB(A) image (H, W, 3 or 4), got shape {a.shape}")
+        hint = " (a greyscale image: set data.grey_to_rgb: true)" if a.ndim == 2 else ""
+        raise ValueError(f"{path}: expected an RGB(A) image (H, W, 3 or 4), got shape {a.shape}{hint}")
     if a.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"{path}: expected uint8 or uint16 pixels, got {a.dtype}")
     return a[..., :3].astype(np.float32) / np.iinfo(a.dtype).max
@@ -109,7 +114,8 @@ def folder_pairs(images_dir, masks_dir, mask_suffix: str = "") -> list:
         found = [c for c in candidates if c.is_file()]
         if not found:
             raise FileNotFoundError(f"{image}: no mask, expected {masks_dir / (image.stem + mask_suffix)}"
-                                    f"{{{','.join(MASK_SUFFIXES)}}}")
+                                    f"{{{','.join(MASK_SUFFIXES)}}} (masks named NAME_mask.png: set "
+                                    f"data.mask_suffix: _mask)")
         pairs.append((image, found[0]))
     return pairs
 
@@ -153,6 +159,20 @@ def _starts(length: int, patch: int, stride: int) -> list:
     return starts
 
 
+def _stat_key(path: Path) -> tuple:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+@lru_cache(maxsize=65_536)
+def _mask_values(path: Path, size: int, mtime_ns: int) -> tuple:
+    """The distinct values of a mask file (cached while the file is unchanged)."""
+    mask = read_mask(path)
+    if mask.size and mask.min() >= 0 and mask.max() < 1 << 16:
+        return tuple(int(v) for v in np.flatnonzero(np.bincount(mask.ravel())))
+    return tuple(int(v) for v in np.unique(mask))
+
+
 class SegmentationDataset(Dataset):
     """Image / mask pairs as ``(image, mask)``: ``image`` float32 ``(3, h, w)`` in [0, 1], ``mask`` int64
     ``(h, w)``, where ``(h, w)`` is ``patch_size`` (or the whole image when it is None).
@@ -168,10 +188,12 @@ class SegmentationDataset(Dataset):
         label_map: ``{stored value: class}``; a stored value not in it raises ``ValueError``. Defaults
             to None (values are classes).
         cache_size: decoded images kept per process. Defaults to 4.
+        grey_to_rgb: accept greyscale images, their channel repeated 3 times. Defaults to False.
     """
 
     def __init__(self, pairs, patch_size=None, sampling: str = "random", patches_per_image: int = 1,
-                 stride=None, transform=None, label_map: dict | None = None, cache_size: int = 4):
+                 stride=None, transform=None, label_map: dict | None = None, cache_size: int = 4,
+                 grey_to_rgb: bool = False):
         self.pairs = [(Path(i), Path(m)) for i, m in pairs]
         if not self.pairs:
             raise ValueError("SegmentationDataset needs at least one (image, mask) pair")
@@ -185,6 +207,7 @@ class SegmentationDataset(Dataset):
         self.transform = transform
         self.label_map = label_map
         self.cache_size = cache_size
+        self.grey_to_rgb = grey_to_rgb
         self.sizes = [_pair_size(p) for p in self.pairs]
         if self.patch is not None:
             for (image, _), (h, w) in zip(self.pairs, self.sizes):
@@ -199,6 +222,22 @@ class SegmentationDataset(Dataset):
             self.grid = [(k, y, x) for k, (h, w) in enumerate(self.sizes)
                          for y in _starts(h, self.patch[0], step[0]) for x in _starts(w, self.patch[1], step[1])]
         self._cache = OrderedDict()
+
+    def check_classes(self, num_classes: int) -> None:
+        """``ValueError`` naming the first mask holding a value that is not a class ``0 .. num_classes - 1``
+        (after ``label_map``): found when the data set is opened, not mid-epoch, nor missed when the bad
+        pixels are never sampled. One pass over the masks, cached per file (path, size, mtime)."""
+        for _, mask_path in self.pairs:
+            values = _mask_values(mask_path, *_stat_key(mask_path))
+            if self.label_map is not None:
+                unknown = [v for v in values if v not in self.label_map]
+                if unknown:
+                    raise ValueError(f"{mask_path}: mask value {unknown[0]} is not in label_map {sorted(self.label_map)}")
+                values = sorted({self.label_map[v] for v in values})
+            bad = [v for v in values if not 0 <= v < num_classes]
+            if bad:
+                raise ValueError(f"{mask_path}: mask value {bad[0]} is not a class of the {num_classes}-class model "
+                                 f"(expected 0 to {num_classes - 1}; a label_map maps stored values to classes)")
 
     def __len__(self) -> int:
         if self.grid is not None:
@@ -215,7 +254,7 @@ class SegmentationDataset(Dataset):
             self._cache.move_to_end(k)
             return self._cache[k]
         image_path, mask_path = self.pairs[k]
-        image, mask = read_image(image_path), read_mask(mask_path)
+        image, mask = read_image(image_path, self.grey_to_rgb), read_mask(mask_path)
         if self.label_map is not None:
             values = np.unique(mask)
             unknown = [int(v) for v in values if int(v) not in self.label_map]

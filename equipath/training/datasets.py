@@ -4,8 +4,9 @@
 
     pcam                    PCam h5 files (``.h5`` or ``.h5.gz``) in ``data.root``: splits train / valid
     synthetic_pcam          the procedural PCam-format set, written to ``data.root`` when missing (synthetic)
-    segmentation            ``data.root/{train,valid}/{images,masks}/``: random ``patch_size`` patches for
-                            training, a grid of patches for validation
+    segmentation            ``data.root/{train,valid}/{images,masks}/`` (masks ``NAME{data.mask_suffix}``;
+                            without ``valid/``, ``data.valid_fraction`` of train validates): random
+                            ``patch_size`` patches for training, a grid of patches for validation
     synthetic_segmentation  procedural tiles of ``patch_size`` drawn on the fly (synthetic)
     ocelot                  OCELOT 2023 in ``data.root`` (splits train / val): whole 1024 x 1024 cell images
                             with disc masks of radius ``cell_radius`` (seed 002), classes 0 / 1 / 2
@@ -32,7 +33,7 @@ from equipath.data import (OcelotDataset, PCamDataset, SegmentationDataset, Synt
 from equipath.data.pcam import pcam_path
 from equipath.training.sampling import fixed_sample
 
-__all__ = ["build_datasets", "estimate_normalization", "data_root"]
+__all__ = ["build_datasets", "estimate_normalization", "data_root", "segmentation_pairs"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,30 @@ def _size(data, split: str) -> int:
     return n
 
 
+def segmentation_pairs(root: Path, data) -> dict:
+    """``{"train": pairs, "valid": pairs}`` of ``root/{train,valid}/{images,masks}/`` (masks named
+    ``NAME{data.mask_suffix}``); without ``root/valid``, ``data.valid_fraction`` of the train images (a
+    seeded choice, ``data.regime_seed``) validate and the rest train."""
+    pairs = {"train": folder_pairs(root / "train" / "images", root / "train" / "masks", data.mask_suffix)}
+    if (root / "valid").is_dir():
+        pairs["valid"] = folder_pairs(root / "valid" / "images", root / "valid" / "masks", data.mask_suffix)
+        return pairs
+    if data.valid_fraction is None:
+        raise FileNotFoundError(f"{root / 'valid'} does not exist: add valid/images and valid/masks, or hold out "
+                                f"part of train/ with --set data.valid_fraction=0.2")
+    n = len(pairs["train"])
+    n_valid = max(1, round(n * data.valid_fraction))
+    if n_valid >= n:
+        raise ValueError(f"data.valid_fraction {data.valid_fraction} of {n} train images leaves none to train on")
+    order = np.random.default_rng(data.regime_seed).permutation(n)
+    held = set(order[:n_valid].tolist())
+    train = pairs["train"]
+    log.info("validating on %d of the %d images of %s (data.valid_fraction %g)", n_valid, n, root / "train",
+             data.valid_fraction)
+    return {"train": [p for k, p in enumerate(train) if k not in held],
+            "valid": [p for k, p in enumerate(train) if k in held]}
+
+
 def _regime(dataset, fraction: float, seed: int, slides=None):
     if fraction >= 1.0:
         return dataset
@@ -94,9 +119,10 @@ def build_datasets(config, model) -> tuple:
     else:
         task = "segmentation"
         if data.dataset == "segmentation":
-            pairs = {s: folder_pairs(root / s / "images", root / s / "masks") for s in ("train", "valid")}
-            train_full = SegmentationDataset(pairs["train"], data.patch_size, "random", transform=augment)
-            val_set = SegmentationDataset(pairs["valid"], data.patch_size, "grid")
+            pairs = segmentation_pairs(root, data)
+            train_full = SegmentationDataset(pairs["train"], data.patch_size, "random", transform=augment,
+                                             grey_to_rgb=data.grey_to_rgb)
+            val_set = SegmentationDataset(pairs["valid"], data.patch_size, "grid", grey_to_rgb=data.grey_to_rgb)
         elif data.dataset == "synthetic_segmentation":
             size = (data.patch_size, data.patch_size)
             train_full = SyntheticSegmentation(_size(data, "train"), size, config.seed, "train", transform=augment)
@@ -108,6 +134,9 @@ def build_datasets(config, model) -> tuple:
     if task != model.task:
         raise ValueError(f"config: model {config.model!r} is a {model.task} model but data.dataset "
                          f"{data.dataset!r} is a {task} set")
+    for dataset in (train_full, val_set):  # mask values outside the model's classes: now, not mid-epoch
+        if isinstance(dataset, SegmentationDataset):
+            dataset.check_classes(model.num_classes)
     h, w = val_set[0][0].shape[-2:]
     model.check_input_size(h, w)
     log.info("training on %d items (fraction %g of %d), validating on %s of %d", len(train_set), data.fraction,
