@@ -7,29 +7,29 @@ from equipath.data import PCamDataset, SegmentationDataset, csv_pairs
 
 
 def test_synth_pcam(tmp_path, capsys):
-    assert main(["synth", "pcam", str(tmp_path), "--n", "4", "--n-train", "6", "--no-progress"]) == 0
+    assert main(["synth", "pcam", "--out", str(tmp_path), "--n", "4", "--n-train", "6", "--no-progress"]) == 0
     assert "SYNTHETIC" in capsys.readouterr().out
     assert [len(PCamDataset(tmp_path, s)) for s in ("train", "valid", "test")] == [6, 4, 4]
     assert PCamDataset(tmp_path, "train").synthetic
 
 
 def test_synth_tiles_and_preview(tmp_path, capsys):
-    assert main(["synth", "tiles", str(tmp_path / "tiles"), "--n", "2", "--size", "32", "48", "--no-progress"]) == 0
+    assert main(["synth", "tiles", "--out", str(tmp_path / "tiles"), "--n", "2", "--size", "32", "48", "--no-progress"]) == 0
     image, mask = SegmentationDataset(csv_pairs(tmp_path / "tiles" / "pairs.csv"))[0]
     assert image.shape == (3, 32, 48) and mask.shape == (32, 48)
-    assert main(["synth", "preview", str(tmp_path / "p.png"), "--n", "2"]) == 0
+    assert main(["synth", "preview", "--out", str(tmp_path / "p.png"), "--n", "2"]) == 0
     assert (tmp_path / "p.png").stat().st_size > 1000
     assert "SYNTHETIC preview" in capsys.readouterr().out
 
 
 def test_synth_bad_input(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["synth", "pcam", str(tmp_path), "--n", "0"])
+        main(["synth", "pcam", "--out", str(tmp_path), "--n", "0"])
     assert exit_info.value.code == 2
-    assert main(["synth", "tiles", str(tmp_path), "--size", "4", "--no-progress"]) == 2
+    assert main(["synth", "tiles", "--out", str(tmp_path), "--size", "4", "--no-progress"]) == 2
     assert "tile size must be at least (16, 16)" in capsys.readouterr().err
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    assert main(["synth", "pcam", str(blocker / "out"), "--n", "2", "--no-progress"]) == 2
+    assert main(["synth", "pcam", "--out", str(blocker / "out"), "--n", "2", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("equipath synth: error:")

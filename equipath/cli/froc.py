@@ -1,6 +1,7 @@
 """``equipath froc``: the Camelyon16 lesion-level FROC and slide-level AUC of a folder of detections."""
 
 from equipath.atomic import write_json
+from equipath.cli._options import add_out, add_seed
 from equipath.wsi.camelyon import collect_hits
 from equipath.wsi.froc import evaluate_froc
 
@@ -19,8 +20,8 @@ def register(subparsers) -> None:
                    help="level-0 microns per pixel when neither slide.json nor the slide says (default 0.243)")
     p.add_argument("--level", type=int, default=5, help="evaluation level, downsample 2**level (default 5)")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples of slides (default 2000; 0: none)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.add_argument("--out", help="write the full report (curve, per-slide table) to this JSON file")
+    add_seed(p, help="bootstrap seed (default: 0)")
+    add_out(p, help="write the full report (curve, per-slide table) to this JSON file")
     p.set_defaults(func=run)
 
 

@@ -1,18 +1,12 @@
 """``equipath synth``: write the embedded synthetic data (always labelled synthetic).
 
-    equipath synth pcam OUT --n 2048            PCam-format h5 files (train / valid / test)
-    equipath synth tiles OUT --n 64 --size 320  segmentation tiles: images/, masks/, pairs.csv
-    equipath synth preview OUT.png              16 patches of each label, to look at
+    equipath synth pcam --out OUT --n 2048            PCam-format h5 files (train / valid / test)
+    equipath synth tiles --out OUT --n 64 --size 320  segmentation tiles: images/, masks/, pairs.csv
+    equipath synth preview --out OUT.png              16 patches of each label, to look at
 """
 
+from equipath.cli._options import add_out, add_progress, add_seed, add_workers, positive_int as _positive
 from equipath.data import write_preview, write_synthetic_pcam, write_synthetic_tiles
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError(f"expected a positive integer, got {text}")
-    return value
 
 
 def register(subparsers) -> None:
@@ -26,39 +20,39 @@ def register(subparsers) -> None:
                           description="Write camelyonpatch_level_2_split_{train,valid,test}_{x,y}.h5 and "
                                       "_meta.csv of synthetic 96x96 patches, labelled 1 when a tumour-like "
                                       "nucleus lies in the centre 32x32; balanced.")
-    pcam.add_argument("out", help="output folder")
+    add_out(pcam, required=True, help="output folder")
     pcam.add_argument("--n", type=_positive, default=1024, help="patches per split (default: 1024)")
     for split in ("train", "valid", "test"):
         pcam.add_argument(f"--n-{split}", type=_positive, default=None,
                           help=f"patches in the {split} split (default: --n)")
-    pcam.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
-    pcam.add_argument("--workers", type=int, default=0, help="parallel processes (default: 0, this one)")
-    pcam.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_seed(pcam, help="generator seed (default: 0)")
+    add_workers(pcam, help="parallel processes (default: 0, this one)")
+    add_progress(pcam)
     pcam.set_defaults(func=_run_pcam)
 
     tiles = sub.add_parser("tiles", help="segmentation tiles with tumour masks (PNG folders + pairs.csv)")
-    tiles.add_argument("out", help="output folder")
+    add_out(tiles, required=True, help="output folder")
     tiles.add_argument("--n", type=_positive, default=64, help="number of tiles (default: 64)")
     tiles.add_argument("--size", type=_positive, nargs="+", default=[320], metavar="PX",
                        help="tile side, or height and width (default: 320)")
     tiles.add_argument("--split", choices=("train", "valid", "test"), default="train",
                        help="which random stream (default: train)")
-    tiles.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
-    tiles.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_seed(tiles, help="generator seed (default: 0)")
+    add_progress(tiles)
     tiles.set_defaults(func=_run_tiles)
 
     preview = sub.add_parser("preview", help="a picture of synthetic patches of each label",
                              description="Write a picture of synthetic patches, N of each label, with the "
                                          "centre 32x32 that decides the label outlined.")
-    preview.add_argument("out", help="image file to write (.png, .pdf, ...)")
+    add_out(preview, required=True, help="image file to write (.png, .pdf, ...)")
     preview.add_argument("--n", type=_positive, default=16, help="patches per label (default: 16)")
-    preview.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
+    add_seed(preview, help="generator seed (default: 0)")
     preview.set_defaults(func=_run_preview)
 
 
 def _run_pcam(args) -> int:
     counts = {s: getattr(args, f"n_{s}") or args.n for s in ("train", "valid", "test")}
-    paths = write_synthetic_pcam(args.out, counts, seed=args.seed, progress=not args.no_progress,
+    paths = write_synthetic_pcam(args.out, counts, seed=args.seed, progress=args.progress,
                                  workers=args.workers)
     for split, (x, _) in paths.items():
         print(f"{split}: {counts[split]} SYNTHETIC patches -> {x.parent}")
@@ -70,7 +64,7 @@ def _run_tiles(args) -> int:
         raise ValueError(f"--size takes one or two values, got {len(args.size)}")
     size = (args.size[0], args.size[-1])
     csv_path = write_synthetic_tiles(args.out, args.n, size, seed=args.seed, split=args.split,
-                                     progress=not args.no_progress)
+                                     progress=args.progress)
     print(f"{args.n} SYNTHETIC tiles of {size[0]}x{size[1]} -> {csv_path}")
     return 0
 
