@@ -81,8 +81,10 @@ def read_detections_csv(path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             continue
         try:
             p, x, y = float(fields[0]), int(float(fields[1])), int(float(fields[2]))
-        except (ValueError, IndexError):
-            raise ValueError(f"{path}, line {number}: expected 'prob,X,Y' with numbers, got {line!r}") from None
+        except (ValueError, IndexError, OverflowError):
+            raise ValueError(f"{path}, line {number}: expected 'prob,X,Y' with numbers, got {line[:80]!r}") from None
+        if not (0 <= x < 2**31 and 0 <= y < 2**31):
+            raise ValueError(f"{path}, line {number}: X, Y must be level-0 pixels in [0, 2**31), got {x}, {y}")
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"{path}, line {number}: probability {p} is not in [0, 1]")
         probs.append(p)
