@@ -9,12 +9,13 @@ import torch
 
 from equipath.cli._options import parse_sets
 from equipath.cli.train import resolve_config
+from equipath.configs import CONFIG_DIR
 from equipath.models import create_model
 from equipath.training import TrainConfig, build_loss
 from equipath.training.sampling import EpochBatches, fixed_sample
 
-# every `equipath train` config; configs/cells_*.yaml belong to `equipath cells` (equipath.cells)
-CONFIGS = sorted(p for p in (Path(__file__).parent.parent / "configs").glob("*.yaml") if not p.name.startswith("cells_"))
+# every `equipath train` config; equipath/configs/cells_*.yaml belong to `equipath cells` (equipath.cells)
+CONFIGS = sorted(p for p in CONFIG_DIR.glob("*.yaml") if not p.name.startswith("cells_"))
 
 
 # ----------------------------------------------------------------------------------------------------- config

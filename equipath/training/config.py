@@ -29,7 +29,7 @@ import yaml
 
 from equipath.data.augment import AUGMENTATIONS
 
-__all__ = ["DataConfig", "TrainConfig", "field_type", "load_yaml", "read_config_file", "build_config",
+__all__ = ["DataConfig", "TrainConfig", "describe_keys", "field_type", "load_yaml", "read_config_file", "build_config",
            "apply_overrides"]
 
 DATASETS = ("pcam", "synthetic_pcam", "segmentation", "synthetic_segmentation", "ocelot")
@@ -38,6 +38,31 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 65_536  # no model here fits a larger batch on any device; a typo, not a plan
 MAX_SEED = 2**32 - 1  # numpy's seed range
+
+
+def _key(default=dataclasses.MISSING, help: str = "", factory=dataclasses.MISSING):
+    """A config field with its one-line ``help`` (what ``--show-config`` and ``train -h`` print)."""
+    return field(default=default, default_factory=factory, metadata={"help": help})
+
+
+def describe_keys(cls=None, prefix: str = "") -> list[tuple[str, object, str]]:
+    """``[(dotted key, default, help), ...]`` of every field of ``cls`` (default :class:`TrainConfig`), nested
+    dataclasses expanded (``data.root``); a required key's default is ``dataclasses.MISSING``.
+
+    Example:
+        >>> [k for k, _, _ in describe_keys()][:3], dict((k, d) for k, d, _ in describe_keys())["data.root"]
+        (['model', 'model_kwargs', 'data.dataset'], None)
+    """
+    cls = cls or TrainConfig
+    hints = typing.get_type_hints(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            rows += describe_keys(hints[f.name], f"{prefix}{f.name}.")
+            continue
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        rows.append((prefix + f.name, _plain(default), f.metadata.get("help", "")))
+    return rows
 
 
 @dataclass(frozen=True)
@@ -60,18 +85,32 @@ class DataConfig:
         num_workers: data-loader worker processes. Defaults to 0.
         patch_size: side of the segmentation patches sampled from tiles. Defaults to 320 (seed 001).
         cell_radius: disk radius of the OCELOT cell masks in pixels. Defaults to 30 (seed 002).
+        mask_suffix: the mask of ``images/NAME.png`` is ``masks/NAME{mask_suffix}.png``. Defaults to ``""``.
+        valid_fraction: without a ``valid/`` folder, this seeded fraction of ``train/`` images validates.
+            Defaults to None (``valid/`` is required).
+        grey_to_rgb: greyscale images are repeated to 3 channels instead of refused. Defaults to False.
+
+    Every field carries a one-line ``help`` in its metadata (``equipath train --show-config`` prints them).
     """
 
-    dataset: Literal[DATASETS] = "synthetic_pcam"
-    root: str | None = None
-    synthetic_size: dict = field(default_factory=lambda: {"train": 4096, "valid": 512, "test": 512})
-    fraction: float = 1.0
-    regime_seed: int = 0
-    augment: tuple[str, ...] = ()
-    val_samples: int | None = 40000
-    num_workers: int = 0
-    patch_size: int = 320
-    cell_radius: int = 30
+    dataset: Literal[DATASETS] = _key("synthetic_pcam", "which data set: pcam, synthetic_pcam, segmentation, "
+                                                        "synthetic_segmentation or ocelot")
+    root: str | None = _key(None, "the data folder (docs/data.md); synthetic sets are written there, default out_dir/data")
+    synthetic_size: dict = _key(factory=lambda: {"train": 4096, "valid": 512, "test": 512},
+                                help="items per split of a synthetic set")
+    fraction: float = _key(1.0, "data regime: the nested seeded fraction of the training set (1, 0.5, 0.25, ...)")
+    regime_seed: int = _key(0, "seed of the data-regime subsets")
+    augment: tuple[str, ...] = _key(factory=tuple, help="training augmentations in order: d4, c4, elastic, noise, "
+                                                        "hed, color (image and mask alike)")
+    val_samples: int | None = _key(40000, "size of the fixed validation sample; null for the whole split")
+    num_workers: int = _key(0, "data-loader worker processes")
+    patch_size: int = _key(320, "side of the segmentation patches sampled from the images")
+    cell_radius: int = _key(30, "disk radius of OCELOT cell masks in pixels")
+    mask_suffix: str = _key("", "segmentation: the mask of image NAME.png is masks/NAME{mask_suffix}.png, "
+                                "e.g. _mask")
+    valid_fraction: float | None = _key(None, "segmentation: hold out this fraction of train/ for validation "
+                                              "when there is no valid/ folder (seeded by regime_seed)")
+    grey_to_rgb: bool = _key(False, "segmentation: accept greyscale images, repeating the channel 3 times")
 
     def __post_init__(self):
         _check_range("data.fraction", self.fraction, 1e-6, 1.0)
@@ -91,6 +130,8 @@ class DataConfig:
             log.warning("config: data.num_workers %d is more than the %d CPU cores; using %d", self.num_workers,
                         cores, cores)
             object.__setattr__(self, "num_workers", cores)
+        if self.valid_fraction is not None and not 0.0 < self.valid_fraction < 1.0:
+            raise ValueError(f"config: data.valid_fraction must be in (0, 1), got {self.valid_fraction}")
         unknown = [a for a in self.augment if a not in AUGMENTATIONS]
         if unknown:
             raise ValueError(f"config: data.augment: unknown augmentation {unknown[0]!r}; "
@@ -128,28 +169,31 @@ class TrainConfig:
         progress: show progress bars. Defaults to True.
     """
 
-    model: str
-    model_kwargs: dict = field(default_factory=dict)
-    data: DataConfig = field(default_factory=DataConfig)
-    loss: Literal["bce", "ce", "dice_ce"] | None = None
-    dice_weight: float = 1.0
-    ce_weight: float = 1.0
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    lr_patience: int = 20
-    lr_factor: float = 0.5
-    epochs: int = 100
-    batch_size: int = 64
-    batches_per_epoch: int | None = 312
-    eval_batch_size: int = 128
-    normalization_mean: tuple[float, float, float] | None = None
-    normalization_std: tuple[float, float, float] | None = None
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True
-    out_dir: str = "runs/train"
-    resume: bool = True
-    progress: bool = True
+    model: str = _key(help="registered model name (equipath models lists them)")
+    model_kwargs: dict = _key(factory=dict, help="keyword arguments of the model, e.g. {growth: 8} (docs/models.md)")
+    data: DataConfig = _key(factory=DataConfig, help="the data (the data.* keys)")
+    loss: Literal["bce", "ce", "dice_ce"] | None = _key(None, "bce, ce or dice_ce; null: bce for classifiers, "
+                                                              "ce otherwise")
+    dice_weight: float = _key(1.0, "weight of the Dice term of dice_ce")
+    ce_weight: float = _key(1.0, "weight of the cross-entropy term of dice_ce")
+    lr: float = _key(1e-3, "Adam's initial learning rate")
+    weight_decay: float = _key(0.0, "Adam's weight decay")
+    lr_patience: int = _key(20, "epochs without a lower validation loss before the learning rate is cut")
+    lr_factor: float = _key(0.5, "the learning rate's factor at each cut")
+    epochs: int = _key(100, "number of epochs")
+    batch_size: int = _key(64, "global batch size, split over distributed ranks")
+    batches_per_epoch: int | None = _key(312, "batches per epoch, drawn at random; null for one pass over the data")
+    eval_batch_size: int = _key(128, "batch size of validation")
+    normalization_mean: tuple[float, float, float] | None = _key(None, "per-channel mean of RGB in [0, 1]; null "
+                                                                       "estimates it from the training images")
+    normalization_std: tuple[float, float, float] | None = _key(None, "per-channel std of RGB in [0, 1]; null "
+                                                                      "estimates it")
+    seed: int = _key(0, "seed of initialisation, sampling and augmentation")
+    device: str = _key("auto", "auto (CUDA when available), cpu, cuda or cuda:N")
+    amp: bool = _key(True, "bf16 autocast and channels-last on a GPU (ignored on the CPU)")
+    out_dir: str = _key("runs/train", "output folder: checkpoints, metrics.csv, config.yaml")
+    resume: bool = _key(True, "continue the run in out_dir when its last.pt exists (false: that is an error)")
+    progress: bool = _key(True, "show progress bars")
 
     def __post_init__(self):
         _check_range("lr", self.lr, 0.0, 10.0, low_open=True)

@@ -3,7 +3,7 @@ GPUs). One process per device; a single process without ``torchrun`` is the worl
 
 Launch, e.g. two CPU processes on one machine:
 
-    torchrun --nproc_per_node 2 -m equipath train --config configs/demo_tiny.yaml
+    torchrun --nproc_per_node 2 -m equipath train --config tiny_p4m_densenet
 
 and across machines the usual ``--nnodes N --node_rank i --rdzv_endpoint host:port``.
 
