@@ -17,7 +17,7 @@ sweep, see ``docs/data.md``) sets how far the classes overlap. Each image draws 
 ``s ~ U(1 - d, 1)``; every tumour-like nucleus is a blend ``benign + s * (malignant - benign)`` of a
 benign epithelial nucleus and a malignant one (size, elongation, boundary perturbation, stain, rim and
 nucleolus), and the darker tumour cytoplasm and the crowding scale with ``s`` too. Benign glands appear
-(about ``3 d`` per 96 x 96) with nuclei enlarged toward the malignant ones by up to ``0.5 d``, and
+(about ``4 d`` per 96 x 96) with nuclei enlarged toward the malignant ones by up to ``0.6 d``, and
 fibroblasts are ``1 + 2 d`` times as dense. So at ``d = 0`` tumour nuclei are unmistakable and there are
 no glands; at ``d = 1`` a weakly atypical tumour nest and a reactive gland look alike. Every structure
 (fibres, glands, elongated nuclei) has a random orientation, so orientation is a nuisance, never a cue.
@@ -54,7 +54,7 @@ __all__ = ["Nuclei", "SyntheticPatch", "SyntheticTile", "synthetic_patch", "synt
 
 PATCH_SIZE = 96
 CENTRE = slice(32, 64)  # the centre 32 x 32 of a PCam patch decides its label
-SLIDE_SIZE = 64  # consecutive patches that share one pseudo-slide's staining
+SLIDE_SIZE = 32  # consecutive patches that share one pseudo-slide's staining
 LYMPHOCYTE, FIBROBLAST, TUMOUR, EPITHELIUM = 0, 1, 2, 3
 SPLIT_CODES = {"train": 0, "valid": 1, "test": 2}
 DEFAULT_DIFFICULTY = 1.0  # chosen from the sweep in docs/data.md
@@ -321,7 +321,7 @@ def _render(rng, slide_rng, shape, nuc: Nuclei, tissue: _Tissue) -> tuple:
     eosin = eosin * (1 - 0.3 * epithelium) + 0.3 * epithelium
     haem = haem + 0.08 * epithelium
     eosin = eosin * (1 - 0.85 * lumen)
-    cytoplasm = (0.2 + 0.8 * tissue.atypia) * ndimage.gaussian_filter(tissue.region.astype(float), 2.0)
+    cytoplasm = tissue.atypia * ndimage.gaussian_filter(tissue.region.astype(float), 2.0)
     eosin = eosin * (1 - 0.4 * cytoplasm) + 0.35 * cytoplasm
     haem = haem + 0.25 * cytoplasm
     nuclei, tumour = _draw_nuclei(rng, nuc, shape)
@@ -339,15 +339,15 @@ def _glands(rng, shape, region: np.ndarray, difficulty: float) -> tuple:
 
     A gland is an ellipse (semi-axes 9-18 and 0.45-0.8 of that, any orientation); its epithelial nuclei sit
     on the ellipse about 8 pixels apart, each elongated along the ellipse's normal; the lumen is the
-    inner 70 %. There are ``Poisson(3 d * area / 96^2)`` of them; their nuclei are enlarged toward the
-    malignant shape by ``U(0, 0.5 d)`` per gland (reactive atypia).
+    inner 70 %. There are ``Poisson(4 d * area / 96^2)`` of them; their nuclei are enlarged toward the
+    malignant shape by ``U(0, 0.6 d)`` per gland (reactive atypia).
     """
     h, w = shape
     yy, xx = np.mgrid[0:h, 0:w].astype(float)
     lumen = np.zeros(shape, dtype=bool)
     band = np.zeros(shape, dtype=bool)
     parts = []
-    for _ in range(rng.poisson(3.0 * difficulty * h * w / PATCH_SIZE ** 2)):
+    for _ in range(rng.poisson(4.0 * difficulty * h * w / PATCH_SIZE ** 2)):
         centre = rng.uniform(0, [h, w])
         a = rng.uniform(9, 18)
         b = a * rng.uniform(0.45, 0.8)
@@ -363,7 +363,7 @@ def _glands(rng, shape, region: np.ndarray, difficulty: float) -> tuple:
         pts = ring @ rot.T + centre + rng.normal(0, 0.6, ring.shape)
         normal = np.arctan2(a * np.sin(t), b * np.cos(t)) + theta  # direction of the ellipse's normal
         parts.append(_make_nuclei(rng, pts, EPITHELIUM, normal + rng.normal(0, 0.15, len(t)),
-                                  atypia=rng.uniform(0, 0.5 * difficulty)))
+                                  atypia=rng.uniform(0, 0.6 * difficulty)))
         lumen |= r2 < 0.7 ** 2
         band |= (r2 >= 0.7 ** 2) & (r2 < 1.25 ** 2)
     keep_out = ndimage.binary_dilation(region, iterations=3) if region.any() else region

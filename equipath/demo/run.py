@@ -1,0 +1,289 @@
+"""Running the quick-start experiment: data, then models x data fractions x seeds for each task.
+
+Each task ("arm") is an :class:`~equipath.analysis.efficiency.EfficiencyPlan`: every run is one
+:func:`equipath.training.train` call (its config and folder come from the plan), then one forward pass of
+its best-validation checkpoint over the held-out test split that keeps the per-item *records* of the
+task's metric (:class:`~equipath.evaluation.ClassificationMetric`: logit and label per patch;
+:class:`~equipath.evaluation.SegmentationMetric`: confusion counts per tile). The metrics are computed
+from those records, and the report pairs the records of two models over the same test items and seeds.
+
+Example:
+    >>> from equipath.demo import DemoConfig
+    >>> config = DemoConfig(out_dir="runs/demo")
+    >>> len(config.fractions) * len(config.seeds) * (len(config.classifiers) + len(config.segmenters))
+    54
+"""
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from equipath import __version__
+from equipath.analysis.efficiency import EfficiencyPlan, ModelRun
+from equipath.analysis.maps import normalize
+from equipath.atomic import atomic_write, write_json
+from equipath.checkpoint import check_writable, load_model
+from equipath.data import PCamDataset, regime_indices, write_synthetic_pcam, write_synthetic_tiles
+from equipath.data.synthetic import DEFAULT_DIFFICULTY, check_difficulty
+from equipath.evaluation import ClassificationMetric, SegmentationMetric, open_dataset
+from equipath.training import train
+from equipath.training.distributed import resolve_device
+
+__all__ = ["DemoConfig", "DemoRun", "RunRecord", "Arm", "run_experiment", "CLASSIFIERS", "SEGMENTERS", "MARKER"]
+
+log = logging.getLogger(__name__)
+
+MARKER = ".equipath-demo"
+
+#: The classification arm: the equivariant DenseNet and its planar counterpart of about the same weight
+#: count (9K; the papers' widths cost 8x more CPU), with and without D4 augmentation.
+CLASSIFIERS = (ModelRun("p4m_densenet", model_kwargs={"growth": 16}),
+               ModelRun("densenet", model_kwargs={"growth": 6}, augment=("d4",)),
+               ModelRun("densenet", model_kwargs={"growth": 6}))
+#: The segmentation arm: P4M U-Net and U-Net of the same width (parameter-matched by construction).
+SEGMENTERS = (ModelRun("p4m_unet", model_kwargs={"width": 4}),
+              ModelRun("unet", model_kwargs={"width": 4}, augment=("d4",)),
+              ModelRun("unet", model_kwargs={"width": 4}))
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Settings of the quick-start experiment (defaults: about 10 minutes on a 2-core CPU; :meth:`full`
+    is longer and more decisive).
+
+    Attributes:
+        out_dir: output folder. Defaults to ``runs/demo``.
+        difficulty: of the synthetic generator (:mod:`equipath.data.synthetic`). Defaults to its default.
+        classifiers, segmenters: the models of each arm (:class:`~equipath.analysis.efficiency.ModelRun`);
+            the first of an arm is compared with each of the others. Default to :data:`CLASSIFIERS`,
+            :data:`SEGMENTERS`; an empty tuple skips the arm.
+        fractions: data regimes (nested subsets of the training split). Defaults to 1, 1/4, 1/16.
+        seeds: training seeds per model and fraction (initialisation and batch order). Defaults to 0, 1, 2.
+        n_train, n_valid, n_test: synthetic patches per split. Default to 512, 128, 512.
+        epochs, batch_size, batches_per_epoch: training length of a classifier, the same at every fraction.
+            Default to 5, 32, 8 (1,280 patches seen).
+        tiles: synthetic segmentation tiles for train / valid / test. Defaults to (64, 16, 32).
+        tile_size: side of a tile. Defaults to 65.
+        seg_epochs, seg_batch_size, seg_batches_per_epoch: training length of a segmenter. Default to 5, 8, 8.
+        bootstrap: resamples of the paired intervals. Defaults to 1000.
+        stability_cells: the stability region holds this many output cells across for each model.
+            Defaults to 12.
+        seed: seed of the synthetic data. Defaults to 0.
+        device: ``auto``, ``cpu`` or ``cuda``. Defaults to ``auto``.
+        progress: progress bars. Defaults to True.
+    """
+
+    out_dir: str = "runs/demo"
+    difficulty: float = DEFAULT_DIFFICULTY
+    classifiers: tuple = CLASSIFIERS
+    segmenters: tuple = SEGMENTERS
+    fractions: tuple = (1.0, 0.25, 0.0625)
+    seeds: tuple = (0, 1, 2)
+    n_train: int = 512
+    n_valid: int = 128
+    n_test: int = 512
+    epochs: int = 5
+    batch_size: int = 32
+    batches_per_epoch: int = 8
+    tiles: tuple = (64, 16, 32)
+    tile_size: int = 65
+    seg_epochs: int = 5
+    seg_batch_size: int = 8
+    seg_batches_per_epoch: int = 8
+    bootstrap: int = 1000
+    stability_cells: int = 12
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self):
+        check_difficulty(self.difficulty)
+        if len(self.seeds) < 1 or not self.fractions or len(self.tiles) != 3:
+            raise ValueError("demo: expected at least one seed and one fraction, and three tile counts")
+
+    def full(self) -> "DemoConfig":
+        """The longer run of ``equipath demo --full``: 5 fractions down to 1/16 of 2,048 patches, 5 seeds,
+        three times the training."""
+        return replace(self, fractions=(1.0, 0.5, 0.25, 0.125, 0.0625), seeds=(0, 1, 2, 3, 4), n_train=2048,
+                       n_valid=256, n_test=1024, epochs=15, tiles=(128, 32, 64), seg_epochs=15, bootstrap=2000)
+
+
+@dataclass
+class RunRecord:
+    """One trained model at one fraction and seed, evaluated on the test split."""
+
+    arm: str
+    label: str
+    model: str
+    fraction: float
+    seed: int
+    params: int
+    augment: tuple
+    train_items: int
+    train_seconds: float
+    checkpoint: Path
+    metrics: dict
+    records: dict = field(repr=False)
+
+    def row(self) -> dict:
+        """The run as a flat row (no records), in the columns of :func:`~equipath.analysis.efficiency.summarize`."""
+        return {"label": self.label, "model": self.model, "fraction": self.fraction, "seed": self.seed,
+                "train_items": self.train_items, "params": self.params, "synthetic": True,
+                "train_seconds": self.train_seconds, **self.metrics}
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One task of the experiment: its plan, metric and test split."""
+
+    name: str
+    plan: EfficiencyPlan
+    metric: str
+    test_set: object
+    make_metric: object
+
+
+@dataclass
+class DemoRun:
+    """Everything the report reads: the config, where things are, the runs, the timings."""
+
+    config: DemoConfig
+    out_dir: Path
+    device: torch.device
+    started: float = field(default_factory=time.perf_counter)
+    arms: dict = field(default_factory=dict)
+    runs: list = field(default_factory=list)
+    comparisons: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    report_path: Path | None = None
+
+    def arm_runs(self, arm: str) -> list:
+        return [r for r in self.runs if r.arm == arm]
+
+
+def _prepare(config: DemoConfig) -> Path:
+    out = Path(config.out_dir)
+    check_writable(out)
+    if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
+        raise ValueError(f"{out} is not an equipath demo folder (it has files but no {MARKER}); "
+                         "choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / MARKER, f"equipath {__version__} demo output folder; `equipath demo` replaces runs/\n")
+    shutil.rmtree(out / "runs", ignore_errors=True)
+    return out
+
+
+def _data_is(folder: Path, recipe: dict) -> bool:
+    stamp = folder / "recipe.json"
+    return stamp.is_file() and json.loads(stamp.read_text()) == recipe
+
+
+def _write_data(config: DemoConfig, root: Path) -> None:
+    """The synthetic PCam set and tiles, rewritten only when their recipe (sizes, seed, difficulty) changed."""
+    sizes = {"train": config.n_train, "valid": config.n_valid, "test": config.n_test}
+    recipe = {"sizes": sizes, "seed": config.seed, "difficulty": config.difficulty}
+    if config.classifiers and not _data_is(root / "pcam", recipe):
+        shutil.rmtree(root / "pcam", ignore_errors=True)
+        write_synthetic_pcam(root / "pcam", sizes, seed=config.seed, progress=config.progress, workers=2,
+                             difficulty=config.difficulty)
+        write_json(root / "pcam" / "recipe.json", recipe)
+    tiles = dict(zip(("train", "valid", "test"), config.tiles))
+    recipe = {"tiles": tiles, "size": config.tile_size, "seed": config.seed, "difficulty": config.difficulty}
+    if config.segmenters and not _data_is(root / "tiles", recipe):
+        shutil.rmtree(root / "tiles", ignore_errors=True)
+        for split, n in tiles.items():
+            write_synthetic_tiles(root / "tiles" / split, n, (config.tile_size, config.tile_size), config.seed,
+                                  split, progress=config.progress, difficulty=config.difficulty)
+        write_json(root / "tiles" / "recipe.json", recipe)
+
+
+def _arms(config: DemoConfig, out: Path) -> dict:
+    common = {"device": config.device, "progress": config.progress, "resume": False, "eval_batch_size": 64}
+    arms = {}
+    if config.classifiers:
+        sizes = {"train": config.n_train, "valid": config.n_valid, "test": config.n_test}
+        base = {**common, "epochs": config.epochs, "batch_size": config.batch_size,
+                "batches_per_epoch": config.batches_per_epoch,
+                "data": {"dataset": "synthetic_pcam", "root": str(out / "data" / "pcam"), "val_samples": None,
+                         "synthetic_size": sizes}}
+        plan = EfficiencyPlan(config.classifiers, base, str(out / "runs" / "classification"), config.fractions,
+                              config.seeds)
+        arms["classification"] = Arm("classification", plan, "auc", PCamDataset(out / "data" / "pcam", "test"),
+                                     ClassificationMetric)
+    if config.segmenters:
+        base = {**common, "epochs": config.seg_epochs, "batch_size": config.seg_batch_size,
+                "batches_per_epoch": config.seg_batches_per_epoch,
+                "data": {"dataset": "segmentation", "root": str(out / "data" / "tiles"), "val_samples": None,
+                         "patch_size": config.tile_size}}
+        plan = EfficiencyPlan(config.segmenters, base, str(out / "runs" / "segmentation"), config.fractions,
+                              config.seeds)
+        test = open_dataset("segmentation", out / "data" / "tiles", "test", config.tile_size)
+        arms["segmentation"] = Arm("segmentation", plan, "dice", test,
+                                   lambda: SegmentationMetric(2, distances=False))
+    return arms
+
+
+@torch.no_grad()
+def test_records(model, normalization: dict, dataset, metric, device, batch_size: int = 64) -> dict:
+    """One pass of ``model`` over ``dataset``: the ``metric``'s per-item records (its ``records`` method
+    on every batch, concatenated)."""
+    model = model.to(device).eval()
+    parts = []
+    for x, y in DataLoader(dataset, batch_size=batch_size):
+        logits = model(normalize(x.to(device), normalization)).float().cpu()
+        parts.append(metric.records(logits if model.task == "classification" else logits.argmax(1), y))
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+def _run_one(run: DemoRun, arm: Arm, model_run: ModelRun, fraction: float, seed: int) -> RunRecord:
+    config = arm.plan.config(model_run, fraction, seed)
+    start = time.perf_counter()
+    result = train(config)
+    seconds = time.perf_counter() - start
+    model, state = load_model(result.best, map_location=run.device)
+    metric = arm.make_metric()
+    records = test_records(model, state["normalization"], arm.test_set, metric, run.device)
+    if arm.name == "classification":  # the trainer's regime: by pseudo-slide
+        slides = PCamDataset(config.data.root, "train").slides
+        train_items = len(regime_indices(len(slides), fraction, config.data.regime_seed, slides))
+    else:
+        train_items = len(regime_indices(run.config.tiles[0], fraction, config.data.regime_seed))
+    return RunRecord(arm.name, model_run.name, model_run.model, float(fraction), int(seed),
+                     sum(p.numel() for p in model.parameters()), tuple(model_run.augment), train_items, seconds,
+                     Path(result.best), type(metric).compute(records), records)
+
+
+def run_experiment(config: DemoConfig) -> DemoRun:
+    """Write the data and train and test every run of every arm; returns the :class:`DemoRun` (no report)."""
+    started = time.perf_counter()
+    out = _prepare(config)
+    run = DemoRun(config, out, resolve_device(config.device), started)
+    start = time.perf_counter()
+    _write_data(config, out / "data")
+    run.timings["synthetic data"] = time.perf_counter() - start
+    run.arms = _arms(config, out)
+    for arm in run.arms.values():
+        start = time.perf_counter()
+        plan_runs = arm.plan.runs()
+        for i, (model_run, fraction, seed) in enumerate(plan_runs):
+            log.info("demo %s run %d/%d: %s at fraction %g, seed %d", arm.name, i + 1, len(plan_runs),
+                     model_run.name, fraction, seed)
+            run.runs.append(_run_one(run, arm, model_run, fraction, seed))
+        run.timings[f"{arm.name}: {len(plan_runs)} runs"] = time.perf_counter() - start
+    return run
+
+
+def config_dict(config: DemoConfig) -> dict:
+    """The config as plain JSON values."""
+    values = asdict(config)
+    for key in ("classifiers", "segmenters"):
+        values[key] = [{"label": m.name, "model": m.model, "model_kwargs": m.model_kwargs, "augment": list(m.augment)}
+                       for m in getattr(config, key)]
+    return values
