@@ -142,7 +142,7 @@ def run_table(table: Table, out, data_root=None, *, synthetic: bool = False, see
                       n_bootstrap)
     seeds = table.default_seeds if seeds is None else seeds
     if seeds < 1:
-        raise ValueError(f"reproduce: --seeds must be >= 1, got {seeds}")
+        raise ValueError(f"reproduce: --n-seeds must be >= 1, got {seeds}")
     with OutputLock(out):
         start = time.perf_counter()
         previous = _previous_seconds(out)
