@@ -7,8 +7,8 @@ from pathlib import Path
 
 from equipath.atomic import atomic_write
 from equipath.checkpoint import check_writable
+from equipath.cli import _options
 from equipath.evaluation import EVAL_DATASETS, evaluate_checkpoint
-from equipath.training.distributed import resolve_device
 
 
 def register(subparsers) -> None:
@@ -19,14 +19,14 @@ def register(subparsers) -> None:
     parser.add_argument("--dataset", choices=EVAL_DATASETS,
                         help="format of --data; defaults to what the checkpoint's model was trained on")
     parser.add_argument("--split", default="test", help="data split (default: test; OCELOT: train, val, test)")
-    parser.add_argument("--out", help="JSON file for the results (default: <checkpoint folder>/eval_<split>.json)")
+    _options.add_out(parser, help="JSON file for the results (default: <checkpoint folder>/eval_<split>.json)")
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples, 0 for none (default: 2000)")
     parser.add_argument("--patch-size", type=int, help="segmentation patch side (default: the training patch size)")
-    parser.add_argument("--batch-size", type=int, default=64, help="default: 64")
-    parser.add_argument("--workers", type=int, default=0, help="data-loader processes (default: 0)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default: 0)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _options.add_batch_size(parser, 64)
+    _options.add_workers(parser, help="data-loader processes (default: 0)")
+    _options.add_device(parser)
+    _options.add_seed(parser, help="seed of the bootstrap (default: 0)")
+    _options.add_progress(parser)
     parser.set_defaults(func=run)
 
 
@@ -58,8 +58,8 @@ def run(args) -> int:
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval_{args.split}.json"
     check_writable(out.parent)
     result = evaluate_checkpoint(args.checkpoint, args.data, args.dataset, args.split, patch_size=args.patch_size,
-                                 device=resolve_device(args.device), batch_size=args.batch_size,
-                                 progress=not args.no_progress, n_bootstrap=args.bootstrap, seed=args.seed,
+                                 device=_options.resolve_device(args.device), batch_size=args.batch_size,
+                                 progress=args.progress, n_bootstrap=args.bootstrap, seed=args.seed,
                                  num_workers=args.workers)
     atomic_write(out, json.dumps(_strict(result), indent=2) + "\n")
     print(format_table(result))
