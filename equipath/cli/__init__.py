@@ -17,6 +17,7 @@ import importlib
 import logging
 import pkgutil
 import sys
+import traceback
 
 from equipath import __version__
 
@@ -52,7 +53,8 @@ def main(argv=None) -> int:
         message = user_error(exc)
         if message is None:
             raise
-        log.debug("the error's traceback:", exc_info=True)
+        if args.verbose:
+            traceback.print_exc(file=sys.stderr)
         print(f"equipath {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
