@@ -21,12 +21,12 @@ from torch.utils.data import Subset
 from equipath.analysis import (EfficiencyPlan, ModelRun, compare_tta, layer_report, model_redundancy,
                                run_efficiency, stability_section)
 from equipath.analysis.equivariance import equivariance_figure, format_error
-from equipath.analysis.io import SYNTHETIC_LABEL, save_figure, write_csv, write_json
+from equipath.analysis.io import SYNTHETIC_LABEL
 from equipath.analysis.maps import normalize
 from equipath.analysis.redundancy import redundancy_figure
 from equipath.analysis.report import common_size
 from equipath.analysis.tta import tta_figure
-from equipath.atomic import atomic_write
+from equipath.atomic import atomic_write, save_figure, write_csv, write_json
 from equipath.checkpoint import check_writable, load_model
 from equipath.cli import _options
 from equipath.training.config import TrainConfig, apply_overrides, load_yaml, read_config_file
@@ -38,6 +38,8 @@ from equipath.groups import GROUP_NAMES
 from equipath.models import create_model
 
 log = logging.getLogger(__name__)
+
+MODEL_MPP = 0.972  # um/px the models are trained at: seed 000's 10x, PCam's resolution
 
 
 @dataclass
@@ -136,9 +138,17 @@ def _region(args, models: list[_Model]) -> tuple[torch.Tensor, bool, str]:
         if not path.is_file():
             raise FileNotFoundError(f"--image {path} does not exist")
         try:
-            rgb = np.asarray(Image.open(path).convert("RGB"))
+            with Image.open(path) as im:
+                region = im.convert("RGB")
         except OSError:
             raise ValueError(f"--image {path} could not be read as an image") from None
+        if args.mpp is not None:  # resample to the resolution the models were trained at
+            if not args.mpp > 0:
+                raise ValueError(f"--mpp must be positive, got {args.mpp}")
+            scale = args.mpp / MODEL_MPP
+            region = region.resize((max(1, round(region.width * scale)), max(1, round(region.height * scale))),
+                                   Image.Resampling.LANCZOS)
+        rgb = np.array(region)  # a writable copy (torch.from_numpy warns on PIL's read-only buffer)
         size = args.size or common_size([m.model for m in models], min(rgb.shape[:2]), below=True)
         if min(rgb.shape[:2]) < size:
             raise ValueError(f"--image {path} is {rgb.shape[1]}x{rgb.shape[0]}, smaller than the region side {size}")
@@ -303,7 +313,10 @@ def register(subparsers) -> None:
 
     p = sub.add_parser("stability", help="mean / std maps under 32 sub-90-degree rotations and 8 roto-reflections")
     _common(p)
-    p.add_argument("--image", help="RGB region to predict (PNG/TIFF/JPEG; centre-cropped); default: a synthetic tile")
+    p.add_argument("--image", help="RGB region to predict (PNG/TIFF/JPEG; centre-cropped), at the models' "
+                                   f"resolution ({MODEL_MPP} um/px, 10x) or give --mpp; default: a synthetic tile")
+    p.add_argument("--mpp", type=float, help=f"microns per pixel of --image; it is resampled to {MODEL_MPP} um/px "
+                                             "(default: the image is taken to be at that resolution already)")
     p.add_argument("--size", type=int, help="side of the region (default: ~224, admissible for every model)")
     p.add_argument("--synthetic-index", type=int, default=0, help="which synthetic tile (default: 0)")
     p.add_argument("--rotations", type=int, default=32, help="rotations in [0, 90) degrees (default: 32)")
