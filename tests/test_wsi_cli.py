@@ -123,3 +123,11 @@ def test_ranks_share_out_the_slides(tmp_path):
         run_slides([tmp_path / "a" / "x.svs", tmp_path / "b" / "x.tif"], tmp_path / "o2", job, progress=False)
     with pytest.raises(ValueError, match="no slides found"):
         find_slides([tmp_path / "out"])
+
+
+def test_an_image_without_resolution_names_the_flags_that_fix_it(tmp_path, checkpoint, capsys):
+    Image.fromarray(np.full((200, 200, 3), 200, np.uint8)).save(tmp_path / "region.png")
+    assert main(["predict-slide", str(tmp_path / "region.png"), "--checkpoint", str(checkpoint),
+                 "--out", str(tmp_path / "out"), "--no-progress"]) == 1
+    printed = capsys.readouterr().out
+    assert "--slide-mpp" in printed and "--level" in printed

@@ -264,8 +264,9 @@ class SlideView:
             raise ValueError("give a level or a resolution in microns per pixel, not both")
         if mpp is not None:
             if reader.mpp is None:
-                raise ValueError(f"slide {reader.name} has no microns-per-pixel metadata: choose a level, "
-                                 f"or give the slide's resolution")
+                raise ValueError(f"slide {reader.name} has no microns-per-pixel metadata: give its level-0 "
+                                 f"resolution (--slide-mpp UM_PER_PX on the command line, open_slide(..., mpp=) in "
+                                 f"Python) or run at a pyramid level (--level N)")
             return cls(reader, mpp / reader.mpp, tolerance)
         level = level or 0
         if not 0 <= level < reader.level_count:
