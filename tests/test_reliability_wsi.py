@@ -204,3 +204,23 @@ def test_killing_predict_slide_with_two_workers_leaves_no_process(tmp_path, chec
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(parent.pid, signal.SIGKILL)
+
+
+def _strict_json(path):
+    def refuse(constant):
+        raise AssertionError(f"{path} holds {constant}: not JSON")
+
+    return __import__("json").loads(Path(path).read_text(), parse_constant=refuse)
+
+
+def test_slide_json_and_the_froc_report_are_strict_json(tmp_path, checkpoints, capsys):
+    blank = tmp_path / "blank.png"  # no tissue: every cell unpredicted
+    Image.fromarray(np.full((128, 160, 3), 245, np.uint8)).save(blank)
+    assert main(_predict(blank, checkpoints[0], tmp_path / "out")) == 0
+    summary = _strict_json(tmp_path / "out" / "blank" / "slide.json")
+    assert summary["tissue_cells"] == 0
+    report = tmp_path / "froc.json"
+    assert main(["froc", str(tmp_path / "out"), "--bootstrap", "0", "--out", str(report)]) == 0
+    data = _strict_json(report)  # one normal slide: the AUC and FROC are undefined
+    assert data is not None
+    capsys.readouterr()

@@ -1,11 +1,10 @@
 """``equipath evaluate --checkpoint C --data ROOT``: every metric of the checkpoint's task on a data set,
 with 95 % bootstrap intervals, printed as a table and written as JSON."""
 
-import json
 import math
 from pathlib import Path
 
-from equipath.atomic import atomic_write
+from equipath.atomic import write_json
 from equipath.checkpoint import check_writable
 from equipath.cli import _options
 from equipath.evaluation import EVAL_DATASETS, evaluate_checkpoint
@@ -43,15 +42,6 @@ def format_table(result: dict) -> str:
     return "\n".join([title, *lines])
 
 
-def _strict(value):
-    """NaN (an undefined metric) as JSON null."""
-    if isinstance(value, dict):
-        return {k: _strict(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict(v) for v in value]
-    return None if isinstance(value, float) and math.isnan(value) else value
-
-
 def run(args) -> int:
     if args.bootstrap < 0 or args.batch_size < 1 or args.workers < 0:
         raise ValueError("--bootstrap and --workers must be >= 0 and --batch-size >= 1")
@@ -61,7 +51,7 @@ def run(args) -> int:
                                  device=_options.resolve_device(args.device), batch_size=args.batch_size,
                                  progress=args.progress, n_bootstrap=args.bootstrap, seed=args.seed,
                                  num_workers=args.workers)
-    atomic_write(out, json.dumps(_strict(result), indent=2) + "\n")
+    write_json(out, result)
     print(format_table(result))
     print(f"results: {out}")
     return 0

@@ -33,7 +33,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.measure import approximate_polygon, find_contours
 
-from equipath.atomic import atomic_path
+from equipath.atomic import write_json
 from equipath.wsi.annotations import Annotation
 
 __all__ = ["mask_polygons", "label_features", "point_features", "write_geojson", "read_geojson", "read_points",
@@ -117,9 +117,7 @@ def point_features(points_xy: np.ndarray, classes: np.ndarray, scores: np.ndarra
 
 def write_geojson(path, features: list[dict]) -> Path:
     """Write ``features`` as a GeoJSON ``FeatureCollection`` (QuPath opens it), atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps({"type": "FeatureCollection", "features": features}) + "\n")
-    return Path(path)
+    return write_json(path, {"type": "FeatureCollection", "features": features}, indent=None)
 
 
 def _features(path) -> list[dict]:

@@ -21,7 +21,6 @@ Example:
     ('Polygon', 'Tumor')
 """
 
-import json
 import os
 import time
 from pathlib import Path
@@ -32,21 +31,14 @@ from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 from skimage.measure import approximate_polygon, find_contours
 
-from equipath.atomic import atomic_path
+from equipath.atomic import atomic_path, write_json
 
-__all__ = ["write_json", "write_run_record", "check_picture_options", "colorize", "cells_to_pixels", "heatmap_rgba", "write_heatmap_png",
+__all__ = ["write_run_record", "check_picture_options", "colorize", "cells_to_pixels", "heatmap_rgba", "write_heatmap_png",
            "write_tissue_overlay", "write_pyramidal_tiff", "clip_ring", "write_geojson", "write_png",
            "DEFAULT_CMAP"]
 
 DEFAULT_CMAP = "viridis"
 _NO_DATA = (255, 255, 255)
-
-
-def write_json(path, data) -> Path:
-    """Write ``data`` as indented JSON, atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-    return Path(path)
 
 
 def write_run_record(out_dir, command: str, data: dict) -> Path:
@@ -326,6 +318,4 @@ def write_geojson(path, prob: np.ndarray, threshold: float, cell_size: float, na
                                  "area_px": _clipped_area(region, (box[0].start, box[1].start), cell_size, bounds)},
             },
         })
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
-    return Path(path)
+    return write_json(path, {"type": "FeatureCollection", "features": features}, indent=None)

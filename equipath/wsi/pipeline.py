@@ -32,11 +32,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from equipath.atomic import write_json
 from equipath.checkpoint import load_model
 from equipath.outdir import file_sha256
 from equipath.wsi.detection import square_nms, write_detections_csv
 from equipath.wsi.inference import Grid, check_dense_model, predict_dense, tissue_cells
-from equipath.wsi.outputs import (DEFAULT_CMAP, write_geojson, write_heatmap_png, write_json, write_png,
+from equipath.wsi.outputs import (DEFAULT_CMAP, write_geojson, write_heatmap_png, write_png,
                                   write_pyramidal_tiff, write_tissue_overlay)
 from equipath.wsi.reader import SlideView, open_slide
 from equipath.wsi.tissue import TissueOptions
