@@ -219,8 +219,12 @@ def map_detections(map_folder, window: int, threshold: float) -> tuple[np.ndarra
     info = json.loads((map_folder / "slide.json").read_text())
     found = square_nms(prob, window, threshold)
     stride, downsample = info["grid"]["stride"], info["view"]["downsample"]
+    cell, (width, height) = info["grid"]["cell_size_level0"], info["level0_dimensions"]
     xs = (found[:, 2] + 0.5) * stride * downsample
     ys = (found[:, 1] + 0.5) * stride * downsample
+    # a cell of the last row or column reaching past the slide: the centre of its part inside (as predict_slide)
+    xs = np.minimum(xs, (found[:, 2] * cell + width) / 2)
+    ys = np.minimum(ys, (found[:, 1] * cell + height) / 2)
     return found[:, 0], xs, ys
 
 

@@ -103,11 +103,14 @@ class Table:
     notes: str = ""
 
 
-def _plan_record(table: Table, cells: list[Cell], context: Context) -> dict:
-    return {"table": table.name, "synthetic": context.synthetic,
-            "data_root": None if context.data_root is None else str(context.data_root),
-            "cells": [{"key": c.key, "row": c.row, "column": c.column, "seed": c.seed, "config_file": c.config_file,
-                       "config": c.config, "options": c.options} for c in cells]}
+def _identity(table: Table, context: Context) -> dict:
+    return {"name": table.name, "synthetic": context.synthetic,
+            "data_root": None if context.data_root is None else str(context.data_root)}
+
+
+def _plan_record(cells: list[Cell]) -> dict:
+    return {c.key: {"row": c.row, "column": c.column, "seed": c.seed, "config_file": c.config_file,
+                    "config": c.config, "options": c.options} for c in cells}
 
 
 def run_table(table: Table, out, data_root=None, *, synthetic: bool = False, seeds: int | None = None,
@@ -146,10 +149,12 @@ def run_table(table: Table, out, data_root=None, *, synthetic: bool = False, see
     with OutputLock(out):
         start = time.perf_counter()
         previous = _previous_seconds(out)
+        hint = "use another --out for a different plan"
+        check_record(out / "plan.json", {"table": _identity(table, context)}, key="table", hint=hint)
         context.data = table.prepare(context)
         cells = table.cells(context, seeds)
-        record = {"made_with": _plan_record(table, cells, context)}
-        check_record(out / "plan.json", record, hint="use another --out for a different plan")
+        record = {"table": _identity(table, context), "cells": _plan_record(cells)}
+        check_record(out / "plan.json", record, key="cells", hint=hint)
         write_json(out / "plan.json", {**record, "data": context.data})
         for number, cell in enumerate(cells, start=1):
             folder = out / "cells" / cell.key
