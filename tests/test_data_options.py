@@ -42,3 +42,20 @@ def test_errors_name_the_option_that_fixes_them(tmp_path):
         segmentation_pairs(tmp_path, DataConfig(dataset="segmentation", valid_fraction=0.2))  # suffix not given
     with pytest.raises(ValueError, match="data.valid_fraction"):
         DataConfig(valid_fraction=1.0)
+
+
+def test_synth_writes_each_training_layout(tmp_path, capsys):
+    from equipath.cli import main
+    from equipath.data import OcelotDataset, PCamDataset
+
+    assert main(["synth", "segmentation", "--out", str(tmp_path / "seg"), "--n", "3", "--n-valid", "2",
+                 "--size", "48", "--no-progress"]) == 0
+    pairs = segmentation_pairs(tmp_path / "seg", DataConfig(dataset="segmentation"))
+    assert (len(pairs["train"]), len(pairs["valid"])) == (3, 2)
+    assert (tmp_path / "seg" / "train" / "SYNTHETIC.txt").is_file()
+    assert main(["synth", "ocelot", "--out", str(tmp_path / "oc"), "--n", "1", "--size", "96", "--no-progress"]) == 0
+    for split in ("train", "val", "test"):
+        image, mask = OcelotDataset(tmp_path / "oc", split)[0]
+        assert image.shape == (3, 96, 96) and set(mask.unique().tolist()) <= {0, 1, 2} and mask.max() > 0
+    assert main(["synth", "pcam", "--out", str(tmp_path / "pcam"), "--n", "4", "--no-progress"]) == 0
+    assert PCamDataset(tmp_path / "pcam", "valid").synthetic

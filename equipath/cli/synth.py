@@ -2,11 +2,14 @@
 
     equipath synth pcam --out OUT --n 2048            PCam-format h5 files (train / valid / test)
     equipath synth tiles --out OUT --n 64 --size 320  segmentation tiles: images/, masks/, pairs.csv
+    equipath synth segmentation --out OUT --n 8       data.root layout of segmentation: {train,valid}/{images,masks}
+    equipath synth ocelot --out OUT --n 2             the OCELOT 2023 layout (metadata.json, images/, annotations/)
     equipath synth preview --out OUT.png              16 patches of each label, to look at
 """
 
 from equipath.cli._options import add_out, add_progress, add_seed, add_workers, positive_int as _positive
 from equipath.data import write_preview, write_synthetic_pcam, write_synthetic_tiles
+from equipath.data.synthetic_sets import write_synthetic_ocelot
 
 
 def register(subparsers) -> None:
@@ -41,6 +44,28 @@ def register(subparsers) -> None:
     add_progress(tiles)
     tiles.set_defaults(func=_run_tiles)
 
+    seg = sub.add_parser("segmentation", help="the segmentation training layout: {train,valid}/{images,masks}/",
+                         description="Write OUT/train and OUT/valid, each images/ + masks/ (same file names) of "
+                                     "synthetic tiles: the folder `data.dataset: segmentation` trains on.")
+    add_out(seg, required=True, help="output folder (the config's data.root)")
+    seg.add_argument("--n", type=_positive, default=16, help="training tiles (default: 16)")
+    seg.add_argument("--n-valid", type=_positive, default=4, help="validation tiles (default: 4)")
+    seg.add_argument("--size", type=_positive, default=64, help="tile side (default: 64)")
+    add_seed(seg, help="generator seed (default: 0)")
+    add_progress(seg)
+    seg.set_defaults(func=_run_segmentation)
+
+    ocelot = sub.add_parser("ocelot", help="a tiny set in the OCELOT 2023 layout",
+                            description="Write metadata.json, images/{train,val,test}/{cell,tissue}/NNN.jpg and "
+                                        "annotations/{split}/cell/NNN.csv (x,y,class) + tissue/NNN.png of synthetic "
+                                        "tiles, readable as data.dataset: ocelot.")
+    add_out(ocelot, required=True, help="output folder (the config's data.root)")
+    ocelot.add_argument("--n", type=_positive, default=2, help="samples per split (default: 2)")
+    ocelot.add_argument("--size", type=_positive, default=256, help="image side (default: 256; OCELOT's is 1024)")
+    add_seed(ocelot, help="generator seed (default: 0)")
+    add_progress(ocelot)
+    ocelot.set_defaults(func=_run_ocelot)
+
     preview = sub.add_parser("preview", help="a picture of synthetic patches of each label",
                              description="Write a picture of synthetic patches, N of each label, with the "
                                          "centre 32x32 that decides the label outlined.")
@@ -66,6 +91,20 @@ def _run_tiles(args) -> int:
     csv_path = write_synthetic_tiles(args.out, args.n, size, seed=args.seed, split=args.split,
                                      progress=args.progress)
     print(f"{args.n} SYNTHETIC tiles of {size[0]}x{size[1]} -> {csv_path}")
+    return 0
+
+
+def _run_segmentation(args) -> int:
+    for split, n in (("train", args.n), ("valid", args.n_valid)):
+        write_synthetic_tiles(f"{args.out}/{split}", n, (args.size, args.size), seed=args.seed, split=split,
+                              progress=args.progress)
+    print(f"{args.n} + {args.n_valid} SYNTHETIC tiles -> {args.out}/{{train,valid}}/{{images,masks}}")
+    return 0
+
+
+def _run_ocelot(args) -> int:
+    root = write_synthetic_ocelot(args.out, args.n, args.size, seed=args.seed, progress=args.progress)
+    print(f"{args.n} SYNTHETIC samples per split (train, val, test) in the OCELOT layout -> {root}")
     return 0
 
 

@@ -26,11 +26,11 @@ from tqdm.auto import tqdm
 from equipath import __version__
 from equipath.atomic import atomic_path
 from equipath.data.pcam import PCAM_SPLITS, PCamWriter, pcam_path
-from equipath.data.synthetic import (CENTRE, DEFAULT_DIFFICULTY, SLIDE_SIZE, check_difficulty, synthetic_patch,
-                                     synthetic_tile, tile_shape)
+from equipath.data.synthetic import (CENTRE, DEFAULT_DIFFICULTY, SLIDE_SIZE, TUMOUR, check_difficulty,
+                                     synthetic_patch, synthetic_tile, tile_shape)
 
-__all__ = ["write_synthetic_pcam", "write_synthetic_tiles", "SyntheticSegmentation", "write_preview",
-           "SYNTHETIC_NOTE"]
+__all__ = ["write_synthetic_pcam", "write_synthetic_tiles", "write_synthetic_ocelot", "SyntheticSegmentation",
+           "write_preview", "SYNTHETIC_NOTE"]
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +147,49 @@ def write_synthetic_tiles(root, n: int, size=(320, 320), seed: int = 0, split: s
         csv.writer(f).writerows([("image", "mask"), *rows])
     log.info("wrote %d synthetic %s tiles to %s", n, split, root)
     return csv_path
+
+
+def write_synthetic_ocelot(root, n: int, size: int = 256, seed: int = 0, progress: bool = True,
+                           difficulty: float = DEFAULT_DIFFICULTY) -> Path:
+    """Write a tiny SYNTHETIC set in the OCELOT 2023 layout (:class:`~equipath.data.OcelotDataset` reads it):
+    ``n`` samples per split ``train`` / ``val`` / ``test`` of synthetic tiles, ``size`` pixels square, the cell
+    CSV holding every nucleus centre (class 2 for tumour-like nuclei, 1 for the others), the tissue PNG
+    2 inside the tumour region and 1 elsewhere, and ``metadata.json`` (the tissue patch is the cell patch:
+    same field of view and resolution). Returns ``root``."""
+    import json
+
+    if n < 1:
+        raise ValueError(f"expected n >= 1 samples per split, got {n}")
+    root = Path(root)
+    pairs, index = {}, 0
+    for split in ("train", "val", "test"):
+        for sub in ("images/{}/cell", "images/{}/tissue", "annotations/{}/cell", "annotations/{}/tissue"):
+            (root / sub.format(split)).mkdir(parents=True, exist_ok=True)
+        for i in tqdm(range(n), desc=f"synthetic OCELOT {split}", unit="sample", disable=not progress):
+            index += 1
+            sid = f"{index:03d}"
+            tile = synthetic_tile(i, seed, (size, size), "valid" if split == "val" else split, difficulty)
+            for kind in ("cell", "tissue"):
+                with atomic_path(root / "images" / split / kind / f"{sid}.jpg") as tmp:
+                    Image.fromarray(tile.image).save(tmp, format="JPEG", quality=95)
+            rows = "".join(f"{int(c):d},{int(r):d},{2 if k == TUMOUR else 1}\n"
+                           for (r, c), k in zip(np.rint(tile.nuclei.centres), tile.nuclei.kinds)
+                           if 0 <= r < size and 0 <= c < size)
+            with atomic_path(root / "annotations" / split / "cell" / f"{sid}.csv") as tmp:
+                tmp.write_text(rows)
+            _save_atomic(np.where(tile.mask > 0, 2, 1).astype(np.uint8),
+                         root / "annotations" / split / "tissue" / f"{sid}.png")
+            pairs[sid] = {"slide_name": f"synthetic_{split}_{i}", "organ": "SYNTHETIC", "mpp_x": 0.2, "mpp_y": 0.2,
+                          "cell": {"resized_mpp_x": 0.2, "resized_mpp_y": 0.2},
+                          "tissue": {"resized_mpp_x": 0.2, "resized_mpp_y": 0.2},
+                          "patch_x_offset": 0.5, "patch_y_offset": 0.5}
+    with atomic_path(root / "metadata.json") as tmp:
+        tmp.write_text(json.dumps({"dataset_name": "SYNTHETIC equipath OCELOT-format set", "sample_pairs": pairs},
+                                  indent=1))
+    with atomic_path(root / "SYNTHETIC.txt") as tmp:
+        tmp.write_text(SYNTHETIC_NOTE + f"\nOCELOT layout, seed={seed} size={size} difficulty={difficulty:g}\n")
+    log.info("wrote %d synthetic OCELOT-format samples per split to %s", n, root)
+    return root
 
 
 class SyntheticSegmentation(Dataset):
