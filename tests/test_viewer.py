@@ -148,3 +148,20 @@ def test_browser_shows_the_heatmap_over_the_tissue(tmp_path):
     assert (boundary - top) / (bottom - top) == pytest.approx(7 * 64 / 700, abs=0.01)
     over_cols, tissue_cols = np.flatnonzero(over.any(axis=0)), np.flatnonzero(tissue.any(axis=0))
     assert abs(over_cols.min() - tissue_cols.min()) <= 2 and abs(over_cols.max() - tissue_cols.max()) <= 2
+
+
+def test_every_viewer_and_config_file_is_package_data():
+    """A wheel holds what the viewer serves and the configs (pyproject's package-data globs cover each file)."""
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    for package in ("equipath.viewer", "equipath.configs"):
+        base = root.joinpath(*package.split("."))
+        files = [p.relative_to(base).as_posix() for p in base.rglob("*")
+                 if p.is_file() and p.suffix != ".py" and "__pycache__" not in p.parts]
+        assert files
+        missing = [f for f in files if not any(fnmatch.fnmatch(f, g) for g in globs[package])]
+        assert not missing, f"{package}: not in [tool.setuptools.package-data]: {missing}"
