@@ -88,3 +88,60 @@ def test_max_over_crops_checks():
     with pytest.raises(ValueError, match=r"model_fn must return probabilities of shape \(10,\)"):
         predict_max_over_crops(lambda b: torch.zeros(len(b), 2), image, n_crops=10, crop=8)
     assert predict_max_over_crops(lambda b: torch.ones(len(b), 1) * 0.25, image, n_crops=3, crop=8) == 0.25
+
+
+def test_patient_splits_are_patient_wise_70_30_and_repeatable():
+    """82 patients like BreakHis (24 benign, 58 malignant), 3 to 40 images each: in each of the 5 repetitions
+    no patient is in both folds, 70 % of each class's patients train, and the splits differ."""
+    from equipath.data import patient_splits
+
+    rng = np.random.default_rng(0)
+    patients, labels = [], []
+    for p in range(82):
+        n = rng.integers(3, 40)
+        patients += [f"p{p}"] * n
+        labels += [int(p >= 24)] * n
+    patients, labels = np.array(patients), np.array(labels)
+    splits = patient_splits(patients, labels)
+    assert len(splits) == 5
+    for split in splits:
+        train, test = set(patients[split["train"]]), set(patients[split["test"]])
+        assert not train & test and len(train | test) == 82
+        assert len(split["train"]) + len(split["test"]) == len(patients)
+        assert sum(int(p[1:]) < 24 for p in train) == round(0.7 * 24) == 17  # benign patients
+        assert sum(int(p[1:]) >= 24 for p in train) == round(0.7 * 58) == 41  # malignant patients
+    assert len({tuple(s["train"]) for s in splits}) == 5
+    again = patient_splits(patients, labels)
+    assert all((a["train"] == b["train"]).all() for a, b in zip(splits, again))
+    with pytest.raises(ValueError, match="both classes"):
+        patient_splits(["a", "a", "b", "c"], [0, 1, 0, 1])
+
+
+def test_patient_splits_are_the_same_at_every_magnification(tmp_path):
+    from equipath.data import patient_splits
+
+    for label, kind, code in (("benign", "adenosis", "B_A"), ("malignant", "ductal_carcinoma", "M_DC")):
+        for p in range(5):
+            for mag in ("40", "100"):
+                folder = tmp_path / label / "SOB" / kind / f"SOB_{code}_14-{p}{code[0]}" / f"{mag}X"
+                folder.mkdir(parents=True)
+                name = f"SOB_{code}-14-{p}{code[0]}-{mag}-001.png"  # patient 14-{p}{B|M} from the file name
+                Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / name)
+    train = {}
+    for mag in ("40X", "100X"):
+        data = BreakHisDataset(tmp_path, mag)
+        assert len(set(data.patients)) == 10
+        train[mag] = [set(np.array(data.patients)[s["train"]]) for s in patient_splits(data.patients, data.labels)]
+    assert train["40X"] == train["100X"]
+    assert all(len(t) == 2 * round(0.7 * 5) for t in train["40X"])
+
+
+def test_breakhis_resolution_matching(tree):
+    from equipath.data import breakhis_mpp
+
+    assert breakhis_mpp("40X") == pytest.approx(6.5 / (4 * 3.3)) == pytest.approx(0.4924, abs=1e-4)
+    assert breakhis_mpp("100x") == pytest.approx(0.1970, abs=1e-4)
+    data = BreakHisDataset(tree, "40X", mpp=0.972)  # to PCam's resolution: 46 x 70 -> 23 x 35
+    assert tuple(data[0][0].shape) == (3, round(46 * 0.4924 / 0.972), round(70 * 0.4924 / 0.972)) == (3, 23, 35)
+    with pytest.raises(ValueError, match="'40x'|'40X'"):
+        breakhis_mpp("forty")
