@@ -10,19 +10,25 @@ Example:
     'a,b\\n1,2\\n'
     >>> write_json(path.with_name("scores.json"), {"auc": float("nan"), "n": 3}).read_text()
     '{\\n  "auc": null,\\n  "n": 3\\n}\\n'
+    >>> write_csv(path.with_name("rows.csv"), [{"a": 1, "b": [2, 3]}, {"a": 4, "c": None}]).read_text()
+    'a,b,c\\n1,2;3,\\n4,,\\n'
 
 A killed process leaves its temporary file, hidden and named ``.{name}.tmp-*``;
 :func:`equipath.outdir.remove_stale_temporaries` removes them on the next run.
 """
 
 import contextlib
+import csv
+import io
 import json
 import math
 import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write", "write_json", "json_safe"]
+__all__ = ["atomic_path", "atomic_write", "write_json", "json_safe", "write_csv", "save_figure", "FIGURE_DPI"]
+
+FIGURE_DPI = 120  # every figure equipath writes
 
 
 def _umask() -> int:
@@ -80,3 +86,31 @@ def write_json(path, data, indent: int | None = 2) -> Path:
     atomically. This is the one JSON writer of equipath's outputs. Returns ``path``."""
     text = json.dumps(json_safe(data), indent=indent, allow_nan=False)
     return atomic_write(path, text + "\n")
+
+
+def write_csv(path, rows: list[dict], columns: list | None = None) -> Path:
+    """Write dict rows as CSV atomically: ``columns`` (default: every key, in first-seen order; keys not in
+    ``columns`` are left out), lists and tuples joined by ``;``, missing values empty. The one CSV writer of
+    equipath's tables. Returns ``path``."""
+    columns = list(columns) if columns is not None else list(dict.fromkeys(k for row in rows for k in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ";".join(map(str, v)) if isinstance(v, (list, tuple)) else v for k, v in row.items()})
+    return atomic_write(path, buffer.getvalue())
+
+
+def save_figure(fig, path, dpi: int = FIGURE_DPI) -> Path:
+    """Save a matplotlib figure atomically (format from the suffix, tight bounding box, :data:`FIGURE_DPI`)
+    and close it (a pyplot figure is released; a bare ``Figure`` is simply dropped). The one figure writer
+    of equipath. Returns ``path``."""
+    path = Path(path)
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format=path.suffix.lstrip(".") or "png", dpi=dpi, bbox_inches="tight")
+    finally:
+        import matplotlib.pyplot as plt  # only when a figure is written: importing equipath.atomic stays light
+
+        plt.close(fig)
+    return atomic_write(path, buffer.getvalue())

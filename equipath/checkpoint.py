@@ -105,8 +105,8 @@ def _metadata_problem(state: dict) -> str | None:
                 return f"normalization {key} must be 3 finite numbers, got {values!r}"
         if min(norm["std"]) <= 0:
             return f"normalization std must be positive, got {norm['std']!r}"
-    if state.get("task") not in (None, "classification", "segmentation"):
-        return f"task must be 'classification' or 'segmentation', got {state.get('task')!r}"
+    if state.get("task") not in (None, "classification", "segmentation", "cell-representation"):
+        return f"task must be 'classification', 'segmentation' or 'cell-representation', got {state.get('task')!r}"
     return None
 
 

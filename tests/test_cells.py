@@ -284,7 +284,7 @@ def test_cli_synth_train_evaluate(tmp_path, capsys):
     (["cells", "train", "--set", "data.n_trian=3"], "unknown config key 'data.n_trian'"),
     (["cells", "train", "--set", "epochs=three"], "epochs must be an integer, got 'three'"),
     (["cells", "train", "--set", "lr=fast"], "lr must be a number, got 'fast'"),
-    (["cells", "train", "--config", "missing.yaml"], "config file missing.yaml does not exist"),
+    (["cells", "train", "--config", "missing.yaml"], "missing.yaml"),
     (["cells", "evaluate", "--checkpoint", "missing.pt"], "missing.pt does not exist"),
     (["cells", "experiment", "--set", "variants=[hnet]"], "variants must be"),
 ])

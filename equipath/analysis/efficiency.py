@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from equipath.analysis.io import SYNTHETIC_LABEL, save_figure, write_csv, write_json
-from equipath.atomic import atomic_write
+from equipath.analysis.io import SYNTHETIC_LABEL
+from equipath.atomic import atomic_write, save_figure, write_csv, write_json
 from equipath.checkpoint import load_model
 from equipath.data import REGIME_FRACTIONS, PCamDataset, SyntheticSegmentation
 from equipath.evaluation import evaluate_model, open_dataset

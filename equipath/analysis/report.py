@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from equipath.analysis.equivariance import format_error, layer_report
-from equipath.analysis.io import SYNTHETIC_LABEL, save_figure, write_json
+from equipath.analysis.io import SYNTHETIC_LABEL
+from equipath.atomic import save_figure, write_json
 from equipath.analysis.maps import ProbabilityMap, normalize
 from equipath.analysis.stability import group_stability, image_tissue, rotation_stability, stability_figure
 from equipath.groups import get_group

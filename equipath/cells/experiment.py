@@ -12,16 +12,12 @@ Example (a few seconds; real runs use the defaults):
     [('baseline', 0.0)]
 """
 
-import csv
-import io
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-
-from equipath.atomic import atomic_write
+from equipath.atomic import atomic_write, save_figure, write_csv, write_json
 from equipath.cells.data import SYNTHETIC, load_cells
 from equipath.cells.evaluation import evaluate_cell_vae
 from equipath.cells.train import CellTrainConfig, save_cell_vae, train_cell_vae
@@ -139,19 +135,12 @@ def _plot(rows: list[dict], path: Path) -> None:
     axes[0].legend(fontsize=8)
     fig.suptitle("SYNTHETIC procedural cells", fontsize=10)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write(path, buffer.getvalue())
+    save_figure(fig, path)
 
 
 def _write(rows: list[dict], config: CellExperimentConfig, out: Path) -> None:
-    atomic_write(out / "results.json", json.dumps({"label": LABEL, "config": asdict(config), "runs": rows}, indent=1))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write(out / "results.csv", buffer.getvalue())
+    write_json(out / "results.json", {"label": LABEL, "config": asdict(config), "runs": rows})
+    write_csv(out / "results.csv", rows, _COLUMNS)
     atomic_write(out / "results.md", format_table(rows))
 
 

@@ -21,12 +21,12 @@ from torch.utils.data import Subset
 from equipath.analysis import (EfficiencyPlan, ModelRun, compare_tta, layer_report, model_redundancy,
                                run_efficiency, stability_section)
 from equipath.analysis.equivariance import equivariance_figure, format_error
-from equipath.analysis.io import SYNTHETIC_LABEL, save_figure, write_csv, write_json
+from equipath.analysis.io import SYNTHETIC_LABEL
 from equipath.analysis.maps import normalize
 from equipath.analysis.redundancy import redundancy_figure
 from equipath.analysis.report import common_size
 from equipath.analysis.tta import tta_figure
-from equipath.atomic import atomic_write
+from equipath.atomic import atomic_write, save_figure, write_csv, write_json
 from equipath.checkpoint import check_writable, load_model
 from equipath.cli import _options
 from equipath.training.config import TrainConfig, apply_overrides, load_yaml, read_config_file

@@ -12,7 +12,6 @@ square RGB patches, ``root/<class>/*.png`` (labelled) or ``root/*.png``.
 import argparse
 import dataclasses
 import io
-import json
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ import torch
 import yaml
 from PIL import Image
 
-from equipath.atomic import atomic_write
+from equipath.atomic import atomic_write, write_json
 from equipath.cells.data import SYNTHETIC, load_cells, write_cell_folder
 from equipath.cells.evaluation import evaluate_cell_vae
 from equipath.cells.experiment import LABEL, CellExperimentConfig, format_table, run_experiment
@@ -118,7 +117,7 @@ def _run_evaluate(args) -> int:
     report = {"checkpoint": str(args.checkpoint), "model": state["model"], "test": args.test, "labelled": args.labelled,
               "label": LABEL if synthetic else "user data", **metrics}
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / "metrics.json"
-    atomic_write(out, json.dumps(report, indent=1))
+    write_json(out, report)
     print(f"{'SYNTHETIC ' if synthetic else ''}{state['model']['kwargs']['variant']}: KL under rotation "
           f"{metrics['kl_rotation']:.4f}, SSIM {metrics['ssim']:.4f}, macro F1 {metrics['f1_mean']:.4f} "
           f"± {metrics['f1_std']:.4f} ({args.folds}-fold); wrote {out}")

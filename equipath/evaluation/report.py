@@ -11,12 +11,11 @@ Example:
     | model | AUC |
 """
 
-import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from equipath.atomic import atomic_write
+from equipath.atomic import atomic_write, save_figure  # noqa: F401  (save_figure: the one figure writer)
 
 __all__ = ["Report", "Section", "markdown_table", "format_value", "save_figure"]
 
@@ -70,14 +69,3 @@ def markdown_table(header: list, rows: list) -> str:
     lines += ["| " + " | ".join(format_value(c) for c in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
-
-def save_figure(fig, path, dpi: int = 110) -> Path:
-    """Save a matplotlib figure atomically (format from the suffix) and close it."""
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    try:
-        fig.savefig(buffer, dpi=dpi, format=Path(path).suffix.lstrip(".") or "png", bbox_inches="tight")
-    finally:
-        plt.close(fig)
-    return atomic_write(path, buffer.getvalue())

@@ -25,8 +25,6 @@ Example:
 """
 
 import contextlib
-import csv
-import io
 import logging
 import math
 import time
@@ -39,7 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from equipath.atomic import atomic_write
+from equipath.atomic import atomic_write, write_csv
 from equipath.checkpoint import check_writable, load_checkpoint, save_checkpoint
 from equipath.evaluation import ClassificationMetric, SegmentationMetric
 from equipath.evaluation.base import concat_records
@@ -212,12 +210,7 @@ class _Run:
                         normalization=self.normalization, task=self.task, **extra)
 
     def _write_metrics(self) -> None:
-        fields = list(dict.fromkeys(k for row in self.history for k in row))
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fields)
-        writer.writeheader()
-        writer.writerows(self.history)
-        atomic_write(self.out_dir / "metrics.csv", buffer.getvalue())
+        write_csv(self.out_dir / "metrics.csv", self.history)
 
     def run(self) -> TrainResult:
         config, world = self.config, self.world
