@@ -45,6 +45,9 @@ def test_demo_writes_a_synthetic_report_of_measured_numbers(tmp_path):
             assert math.isnan(c["low"]) or c["low"] <= c["high"]
     assert f"| total | {payload['timings_s']['total']:.1f} |" in text
     assert (tmp_path / "demo" / "runs" / "classification" / "p4m_densenet" / "f0.5" / "s1" / "best.pt").is_file()
+    again = run_demo(DemoConfig(out_dir=str(tmp_path / "demo"), **TINY), report_only=True)  # no training
+    head = "### Equivariance"  # below it, the equivariance table draws fresh random inputs
+    assert again.report_path.read_text().split(head)[0] == text.split(head)[0]
 
 
 def test_paired_difference_and_its_sentence():

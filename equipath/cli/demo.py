@@ -16,11 +16,13 @@ def register(subparsers) -> None:
     add_progress(parser)
     parser.add_argument("--full", action="store_true",
                         help="the longer plan: 5 fractions of 2,048 patches, 5 seeds, 3x the training")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite the report of the finished demo in --out (same flags) without training")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     config = DemoConfig(out_dir=args.out, seed=args.seed, device=args.device, progress=args.progress)
-    result = run_demo(config.full() if args.full else config)
+    result = run_demo(config.full() if args.full else config, report_only=args.report_only)
     print(f"SYNTHETIC-data demo finished in {result.timings['total']:.0f} s; report: {result.report_path}")
     return 0

@@ -13,7 +13,9 @@ SYNTHETIC data that can tell an equivariant model from its planar baselines.
    ``<out_dir>/report.md`` and ``report.json``, every number labelled synthetic.
 
 The defaults take about 10 minutes on a 2-core CPU; ``DemoConfig().full()`` (``equipath demo --full``)
-is longer and more decisive. Every run retrains from scratch (``<out_dir>/runs`` is replaced).
+is longer and more decisive. Every run retrains from scratch (``<out_dir>/runs`` is replaced); each run
+folder keeps its test records, so ``report_only=True`` (``equipath demo --report-only``) rewrites the
+report from a finished experiment without training.
 
 Example:
     >>> from equipath.demo import DemoConfig, run_demo
@@ -23,14 +25,15 @@ Example:
 """
 
 from equipath.demo.report import SECTIONS, stability_maps_section, write_report
-from equipath.demo.run import CLASSIFIERS, SEGMENTERS, DemoConfig, DemoRun, RunRecord, run_experiment
+from equipath.demo.run import CLASSIFIERS, SEGMENTERS, DemoConfig, DemoRun, RunRecord, load_experiment, run_experiment
 
-__all__ = ["DemoConfig", "DemoRun", "RunRecord", "run_demo", "run_experiment", "write_report", "SECTIONS",
-           "CLASSIFIERS", "SEGMENTERS", "stability_maps_section"]
+__all__ = ["DemoConfig", "DemoRun", "RunRecord", "run_demo", "run_experiment", "load_experiment", "write_report",
+           "SECTIONS", "CLASSIFIERS", "SEGMENTERS", "stability_maps_section"]
 
 
-def run_demo(config: DemoConfig = DemoConfig()) -> DemoRun:
-    """Run the experiment and write its report; returns the :class:`DemoRun` with ``report_path`` set."""
-    run = run_experiment(config)
+def run_demo(config: DemoConfig = DemoConfig(), report_only: bool = False) -> DemoRun:
+    """Run the experiment (or, with ``report_only``, read back the finished one in ``config.out_dir``) and
+    write its report; returns the :class:`DemoRun` with ``report_path`` set."""
+    run = load_experiment(config) if report_only else run_experiment(config)
     write_report(run)
     return run

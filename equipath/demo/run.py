@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from equipath import __version__
 from equipath.analysis.efficiency import EfficiencyPlan, ModelRun
 from equipath.analysis.maps import normalize
-from equipath.atomic import atomic_write, write_json
+from equipath.atomic import atomic_path, atomic_write, write_json
 from equipath.checkpoint import check_writable, load_model
 from equipath.data import PCamDataset, regime_indices, write_synthetic_pcam, write_synthetic_tiles
 from equipath.data.synthetic import DEFAULT_DIFFICULTY, check_difficulty
@@ -36,7 +36,8 @@ from equipath.evaluation import ClassificationMetric, SegmentationMetric, open_d
 from equipath.training import train
 from equipath.training.distributed import resolve_device
 
-__all__ = ["DemoConfig", "DemoRun", "RunRecord", "Arm", "run_experiment", "CLASSIFIERS", "SEGMENTERS", "MARKER"]
+__all__ = ["DemoConfig", "DemoRun", "RunRecord", "Arm", "run_experiment", "load_experiment", "test_records",
+           "config_dict", "CLASSIFIERS", "SEGMENTERS", "MARKER"]
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,9 @@ CLASSIFIERS = (ModelRun("p4m_densenet", model_kwargs={"growth": 16}),
                ModelRun("densenet", model_kwargs={"growth": 6}, augment=("d4",)),
                ModelRun("densenet", model_kwargs={"growth": 6}))
 #: The segmentation arm: P4M U-Net and U-Net of the same width (parameter-matched by construction).
-SEGMENTERS = (ModelRun("p4m_unet", model_kwargs={"width": 4}),
-              ModelRun("unet", model_kwargs={"width": 4}, augment=("d4",)),
-              ModelRun("unet", model_kwargs={"width": 4}))
+SEGMENTERS = (ModelRun("p4m_unet", model_kwargs={"width": 3}),
+              ModelRun("unet", model_kwargs={"width": 3}, augment=("d4",)),
+              ModelRun("unet", model_kwargs={"width": 3}))
 
 
 @dataclass(frozen=True)
@@ -255,9 +256,49 @@ def _run_one(run: DemoRun, arm: Arm, model_run: ModelRun, fraction: float, seed:
         train_items = len(regime_indices(len(slides), fraction, config.data.regime_seed, slides))
     else:
         train_items = len(regime_indices(run.config.tiles[0], fraction, config.data.regime_seed))
-    return RunRecord(arm.name, model_run.name, model_run.model, float(fraction), int(seed),
-                     sum(p.numel() for p in model.parameters()), tuple(model_run.augment), train_items, seconds,
-                     Path(result.best), type(metric).compute(records), records)
+    record = RunRecord(arm.name, model_run.name, model_run.model, float(fraction), int(seed),
+                       sum(p.numel() for p in model.parameters()), tuple(model_run.augment), train_items, seconds,
+                       Path(result.best), type(metric).compute(records), records)
+    _save_record(record, arm.plan.run_dir(model_run, fraction, seed))
+    return record
+
+
+def _save_record(record: RunRecord, folder: Path) -> None:
+    """``demo_result.json`` (everything but the records) and ``demo_records.npz`` beside the checkpoint."""
+    with atomic_path(folder / "demo_records.npz") as tmp, open(tmp, "wb") as f:
+        np.savez(f, **record.records)
+    write_json(folder / "demo_result.json", {**record.row(), "arm": record.arm, "augment": list(record.augment),
+                                             "checkpoint": str(record.checkpoint), "metrics": record.metrics})
+
+
+def _load_record(arm: str, folder: Path) -> RunRecord:
+    path = folder / "demo_result.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the demo in {folder.parents[3]} did not finish; run it again")
+    row = json.loads(path.read_text())
+    with np.load(folder / "demo_records.npz") as data:
+        records = {k: data[k] for k in data.files}
+    metrics = {k: (float("nan") if v is None else v) for k, v in row["metrics"].items()}
+    return RunRecord(arm, row["label"], row["model"], row["fraction"], row["seed"], row["params"],
+                     tuple(row["augment"]), row["train_items"], row["train_seconds"], Path(row["checkpoint"]),
+                     metrics, records)
+
+
+def load_experiment(config: DemoConfig) -> DemoRun:
+    """The :class:`DemoRun` of a finished experiment in ``config.out_dir``, read back from its run folders
+    (for a new report without retraining: ``equipath demo --report-only``)."""
+    out = Path(config.out_dir)
+    if not (out / MARKER).is_file():
+        raise ValueError(f"{out} is not an equipath demo folder (no {MARKER}); run `equipath demo --out {out}` first")
+    run = DemoRun(config, out, resolve_device(config.device), time.perf_counter())
+    run.arms = _arms(config, out)
+    for arm in run.arms.values():
+        run.runs += [_load_record(arm.name, arm.plan.run_dir(m, f, s)) for m, f, s in arm.plan.runs()]
+    timings = out / "runs" / "timings.json"
+    run.timings = json.loads(timings.read_text()) if timings.is_file() else {}
+    run.timings.pop("figures and report", None)
+    run.timings.pop("total", None)
+    return run
 
 
 def run_experiment(config: DemoConfig) -> DemoRun:
@@ -277,6 +318,7 @@ def run_experiment(config: DemoConfig) -> DemoRun:
                      model_run.name, fraction, seed)
             run.runs.append(_run_one(run, arm, model_run, fraction, seed))
         run.timings[f"{arm.name}: {len(plan_runs)} runs"] = time.perf_counter() - start
+    write_json(out / "runs" / "timings.json", run.timings)
     return run
 
 
