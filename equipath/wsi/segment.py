@@ -42,7 +42,6 @@ Example:
 
 import logging
 import math
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,11 +50,12 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from equipath.training.device import device_plan
 from equipath.wsi.inference import _prefetched
 from equipath.wsi.reader import SlideView
 from equipath.wsi.tissue import TissueOptions, tissue_mask
 
-__all__ = ["AxisTiles", "TilePlan", "plan_segmentation", "segment_view", "autocast_for"]
+__all__ = ["AxisTiles", "TilePlan", "plan_segmentation", "segment_view"]
 
 log = logging.getLogger(__name__)
 
@@ -177,12 +177,6 @@ def plan_segmentation(model, view_shape: tuple[int, int], tile: int = 512, margi
     return TilePlan(rows, cols, margin, radius, stride)
 
 
-def autocast_for(device: torch.device, amp: bool | None):
-    """The one place autocast is decided: bf16 on CUDA (``amp=None``), nothing on the CPU."""
-    amp = device.type == "cuda" if amp is None else amp
-    return torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
-
-
 def _thumbnail(view: SlideView, k: float) -> np.ndarray:
     """The view about ``k`` times coarser, ``(mr, mc, 3) uint8``, on a grid that fits the view exactly:
     thumbnail pixel ``(i, j)`` covers view rows ``[i H / mr, (i + 1) H / mr)`` and columns likewise, so
@@ -231,7 +225,7 @@ def _normalize(x: torch.Tensor, normalization: dict | None) -> torch.Tensor:
 @torch.inference_mode()
 def segment_view(model, view: SlideView, *, tile: int = 512, margin: int | None = None,
                  normalization: dict | None = None, tissue: TissueOptions | None = TissueOptions(),
-                 batch_size: int = 4, device=None, amp: bool | None = None, logits: bool = False,
+                 batch_size: int = 4, device="auto", amp: bool | None = None, logits: bool = False,
                  dtype=np.float32, out: str | Path | None = None, read_workers: int = 2,
                  progress: bool = True) -> np.ndarray:
     """Per-class map ``(num_classes, H, W)`` of a view by tiled inference (see the module docstring).
@@ -245,8 +239,10 @@ def segment_view(model, view: SlideView, *, tile: int = 512, margin: int | None 
             Defaults to None.
         tissue: how tissue is found; None runs every core. Defaults to ``TissueOptions()``.
         batch_size: windows per forward pass. Defaults to 4.
-        device: torch device. Defaults to CUDA when available, else the CPU.
-        amp: bf16 autocast. Defaults to True on CUDA, False on the CPU.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda[:N]"``; run as
+            :func:`equipath.training.device.device_plan` decides (bf16 autocast and channels-last on CUDA).
+            Defaults to ``"auto"``.
+        amp: bf16 autocast; None: the device's default. Defaults to None.
         logits: keep logits instead of probabilities (softmax over classes; sigmoid for one class).
             Defaults to False.
         dtype: the map's dtype. Defaults to float32.
@@ -267,9 +263,8 @@ def segment_view(model, view: SlideView, *, tile: int = 512, margin: int | None 
         if (tiles.length - side) % 2:
             log.warning("view %s %d: the padding to %d cannot be centred, so the map is exactly equivariant "
                         "only up to a one-pixel shift under mirroring", axis, side, tiles.length)
-    device = torch.device(device) if device is not None else (
-        torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
-    model = model.to(device).eval()
+    run = device_plan(device or "auto", amp)
+    model = run.apply(model).eval()
     C, (H, W) = int(model.num_classes), view.shape
     keep = np.ones((len(plan.rows.cores), len(plan.cols.cores)), dtype=bool) if tissue is None else \
         _tissue_cores(view, plan, tissue)
@@ -289,11 +284,10 @@ def segment_view(model, view: SlideView, *, tile: int = 512, margin: int | None 
         return np.stack([view.read(plan.cols.starts[j] - plan.cols.pad, plan.rows.starts[i] - plan.rows.pad,
                                    plan.cols.window, plan.rows.window) for i, j in batch])
 
-    autocast = autocast_for(device, amp)
     bar = tqdm(total=len(tiles), desc="tiles", unit="tile", disable=not progress)
     for batch, pixels in _prefetched(batches, read, read_workers, depth=read_workers + 1):
-        x = torch.from_numpy(pixels).to(device).permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, S, S)
-        with autocast:
+        x = run.inputs(torch.from_numpy(pixels)).permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, S, S)
+        with run.autocast():
             y = model(_normalize(x, normalization)).float()  # (B, C, S, S)
         if not logits:
             y = y.softmax(1) if C > 1 else y.sigmoid()

@@ -1,0 +1,130 @@
+"""``equipath predict``: segmentation checkpoints on images, folders and slides (outputs users open, exact
+under the group), classifier checkpoints routed to the slide-heatmap path, cell models in OCELOT format."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from PIL import Image
+
+from equipath.checkpoint import save_checkpoint
+from equipath.cli import main
+from equipath.data.ocelot import read_cell_csv
+from equipath.evaluation.ocelot_submission import (read_ocelot_submission, score_ocelot_submission,
+                                                   write_ocelot_submission)
+from equipath.groups import get_group
+from equipath.models import create_model
+from equipath.outdir import is_done
+from equipath.wsi.geojson import read_geojson, read_points
+from equipath.wsi.reader import SlideView, open_slide
+
+CMU = Path(__file__).parent / "data" / "CMU-1-Small-Region.svs"
+
+
+def _checkpoint(path, name, pixels, task="segmentation", config=None, **kwargs):
+    """A checkpoint of ``name`` whose batch-norm statistics come from ``pixels`` (no unit is dead)."""
+    model = create_model(name, **kwargs)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = 1.0
+    if task == "segmentation":
+        with torch.no_grad():
+            model.train()(torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255)
+    extra = {"config": config} if config else {}
+    return save_checkpoint(path, model.eval(), name=name, kwargs=kwargs,
+                           normalization={"mean": [0.0] * 3, "std": [1.0] * 3}, task=task, **extra)
+
+
+def test_predict_segments_a_slide_into_files_users_open(tmp_path, capsys):
+    pixels = SlideView.at(open_slide(CMU)).read(650, 1900, 201, 201)
+    ckpt = _checkpoint(tmp_path / "seg.pt", "p4m_gerunet", pixels, width=2)
+    out = tmp_path / "out"
+    code = main(["predict", str(CMU), "--checkpoint", str(ckpt), "--out", str(out), "--mpp", "3.992",
+                 "--tile", "385", "--no-progress"])
+    assert code == 0, capsys.readouterr()
+    folder = out / "CMU-1-Small-Region"
+    assert is_done(folder) and (out / "made_with.json").is_file() and list(out.glob("predict-*.json"))
+    prob = np.load(folder / "probabilities.npy")
+    assert prob.dtype == np.float16 and prob.shape == (2, 370, 277)
+    assert np.isfinite(prob).all() and prob.astype(np.float32).std() > 1e-2  # one window: all tissue
+    with tifffile.TiffFile(folder / "labels.tif") as tif:
+        assert len(tif.pages) >= 2 and tif.pages[0].shape == (370, 277) and tif.pages[0].is_tiled
+        x_res = tif.pages[0].tags["XResolution"].value
+        assert abs(1e4 / (x_res[0] / x_res[1]) - 3.992) < 0.01  # microns per pixel in the tags
+        labels = tif.pages[0].asarray()
+    assert set(np.unique(labels)) <= {0, 1} and np.array_equal(labels, prob.argmax(0))
+    assert Image.open(folder / "overlay.png").size[1] > 277  # the picture plus its legend
+    assert all(a.group == "Tumor" for a in read_geojson(folder / "regions.geojson"))
+    summary = json.loads((folder / "segment.json").read_text())
+    assert summary["tiles"]["exact"] and summary["tiles"]["receptive_radius"] == 68
+
+
+@pytest.mark.slow
+def test_predict_on_roto_reflected_files_gives_roto_reflected_maps(tmp_path):
+    group = get_group("p4m")
+    pixels = SlideView.at(open_slide(CMU)).read(650, 1900, 233, 209)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    image = torch.from_numpy(pixels).permute(2, 0, 1)  # (3, H, W)
+    for g in range(group.order):
+        Image.fromarray(group.transform(image, g).permute(1, 2, 0).numpy()).save(folder / f"g{g}.png")
+    errors = {}
+    for name in ("p4m_gerunet", "resunet"):
+        ckpt = _checkpoint(tmp_path / f"{name}.pt", name, pixels[:201, :201], width=2)
+        out = tmp_path / name
+        assert main(["predict", str(folder), "--checkpoint", str(ckpt), "--out", str(out), "--tile", "193",
+                     "--slide-mpp", "0.5", "--dtype", "float32", "--no-progress"]) == 0
+        maps = [group.transform(torch.from_numpy(np.load(out / f"g{g}" / "probabilities.npy")),
+                                int(group.inverse[g])).numpy() for g in range(group.order)]
+        assert all(np.array_equal(np.isnan(m), np.isnan(maps[0])) for m in maps)
+        assert np.nanstd(maps[0]) > 1e-2  # the maps are not flat
+        errors[name] = max(float(np.nanmax(np.abs(m - maps[0]))) for m in maps)
+    assert errors["p4m_gerunet"] <= 1e-4 and errors["resunet"] > 1e-3
+
+
+def test_classifier_checkpoints_take_the_slide_heatmap_path(tmp_path, capsys):
+    Image.fromarray(SlideView.at(open_slide(CMU)).read(650, 1900, 300, 260)).save(tmp_path / "crop.png")
+    ckpt = _checkpoint(tmp_path / "cls.pt", "p4m_densenet", None, task="classification", growth=8)
+    out = tmp_path / "out"
+    code = main(["predict", str(tmp_path / "crop.png"), "--checkpoint", str(ckpt), "--out", str(out),
+                 "--slide-mpp", "0.972", "--tile-cells", "4", "--no-progress"])
+    assert code == 0, capsys.readouterr()
+    assert (out / "crop" / "probability.npy").is_file() and (out / "crop" / "detections.csv").is_file()
+    assert list(out.glob("predict-*.json"))
+
+
+def test_cell_models_write_qupath_points_and_an_ocelot_submission(tmp_path):
+    pixels = SlideView.at(open_slide(CMU)).read(650, 1900, 96, 96)
+    Image.fromarray(pixels).save(tmp_path / "cells.png")
+    ckpt = _checkpoint(tmp_path / "cells.pt", "iso_unet", pixels, config={"data": {"dataset": "ocelot"}},
+                       width=2, num_classes=3)
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path / "cells.png"), "--checkpoint", str(ckpt), "--out", str(out),
+                 "--all-pixels", "--cell-threshold", "0.2", "--no-progress"]) == 0
+    (cells,) = read_ocelot_submission(out / "cells" / "cells.json")
+    points, names, scores = read_points(out / "cells" / "cells.geojson")
+    assert len(cells) == len(points) > 0 and set(cells[:, 2]) <= {1, 2}
+    assert np.allclose(points, cells[:, :2] + 0.5) and np.allclose(scores, cells[:, 3], atol=1e-3)
+
+
+def test_ocelot_points_written_and_read_back_score_mf1_one(tmp_path):
+    rng = np.random.default_rng(0)
+    images, truths = [], []
+    for k in range(3):
+        xy = rng.uniform(0, 1024, (40, 2))
+        classes = rng.integers(1, 3, 40)
+        (tmp_path / f"{k:03d}.csv").write_text("".join(f"{x:.0f},{y:.0f},{c}\n" for (x, y), c in zip(xy, classes)))
+        truth = np.column_stack(read_cell_csv(tmp_path / f"{k:03d}.csv"))
+        truths.append(truth)
+        images.append(np.column_stack([truth, rng.uniform(0.5, 1, 40)]))
+    path = write_ocelot_submission(tmp_path / "cells.json", images)
+    data = json.loads(path.read_text())
+    assert data["type"] == "Multiple points" and data["num_images"] == 3
+    assert data["points"][0]["name"] == "image_0" and len(data["points"][0]["point"]) == 3
+    scores = score_ocelot_submission(path, truths)
+    assert scores["mf1"] == 1.0 and scores["f1_1"] == scores["f1_2"] == 1.0
+    shifted = [np.column_stack([t[:, :2] + 20, t[:, 2:]]) for t in truths]  # 28 px from its own cell
+    assert score_ocelot_submission(path, shifted)["mf1"] < 0.2
