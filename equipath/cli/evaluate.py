@@ -1,5 +1,7 @@
 """``equipath evaluate --checkpoint C --data ROOT``: every metric of the checkpoint's task on a data set,
-with 95 % bootstrap intervals, printed as a table and written as JSON."""
+with 95 % bootstrap intervals, printed as a table and written as JSON; each image's own scores as CSV
+beside it (``eval_test_items.csv``), and with ``--save-predictions`` the predictions: predicted masks and
+ground-truth-vs-prediction overlays for segmentation, per-patch probabilities for a classifier."""
 
 import math
 from pathlib import Path
@@ -18,7 +20,11 @@ def register(subparsers) -> None:
     parser.add_argument("--dataset", choices=EVAL_DATASETS,
                         help="format of --data; defaults to what the checkpoint's model was trained on")
     parser.add_argument("--split", default="test", help="data split (default: test; OCELOT: train, val, test)")
-    _options.add_out(parser, help="JSON file for the results (default: <checkpoint folder>/eval_<split>.json)")
+    _options.add_out(parser, help="JSON file for the results (default: <checkpoint folder>/eval_<split>.json); "
+                                  "the per-image CSV is written beside it as <name>_items.csv")
+    parser.add_argument("--save-predictions", action="store_true",
+                        help="also write the predictions into <name>_predictions/: masks/ and overlays/ PNGs "
+                             "(segmentation) or probabilities.npy (classification)")
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples, 0 for none (default: 2000)")
     parser.add_argument("--patch-size", type=int, help="segmentation patch side (default: the training patch size)")
     _options.add_batch_size(parser, 64)
@@ -47,11 +53,13 @@ def run(args) -> int:
         raise ValueError("--bootstrap and --workers must be >= 0 and --batch-size >= 1")
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval_{args.split}.json"
     check_writable(out.parent)
+    items_csv = out.with_name(f"{out.stem}_items.csv")
+    save_dir = out.with_name(f"{out.stem}_predictions") if args.save_predictions else None
     result = evaluate_checkpoint(args.checkpoint, args.data, args.dataset, args.split, patch_size=args.patch_size,
                                  device=_options.resolve_device(args.device), batch_size=args.batch_size,
                                  progress=args.progress, n_bootstrap=args.bootstrap, seed=args.seed,
-                                 num_workers=args.workers)
+                                 num_workers=args.workers, items_csv=items_csv, save_dir=save_dir)
     write_json(out, result)
     print(format_table(result))
-    print(f"results: {out}")
+    print(f"results: {out}; per image: {items_csv}" + (f"; predictions: {save_dir}" if save_dir else ""))
     return 0

@@ -12,6 +12,9 @@ read in its original format:
                   the per-cell F1 of the challenge (cells found as peaks of the predicted class regions,
                   matched within 15 px), images resampled
 
+Beside the pooled metrics, ``items_csv`` gets one row per image (per patch for a classifier) with its own
+scores, and ``save_dir`` the predictions (:mod:`equipath.evaluation.predictions`).
+
 Example:
     >>> result = evaluate_checkpoint("runs/train/best.pt", "data/pcam", split="test")  # doctest: +SKIP
     >>> result["metrics"]["auc"], result["ci95"]["auc"]  # doctest: +SKIP
@@ -29,6 +32,7 @@ from equipath.checkpoint import load_model
 from equipath.data import OcelotDataset, PCamDataset, SegmentationDataset, folder_pairs, mask_to_points
 from equipath.evaluation.cells import CellDetectionMetric
 from equipath.evaluation.classification import ClassificationMetric
+from equipath.evaluation.predictions import PredictionRecorder, write_rows_csv
 from equipath.evaluation.segmentation import SegmentationMetric
 
 __all__ = ["evaluate_model", "evaluate_checkpoint", "open_dataset", "EVAL_DATASETS"]
@@ -38,20 +42,22 @@ log = logging.getLogger(__name__)
 EVAL_DATASETS = ("pcam", "segmentation", "ocelot")
 
 
-def _pairs(root: Path, split: str) -> list:
+def _pairs(root: Path, split: str, mask_suffix: str = "") -> list:
     base = root / split if (root / split / "images").is_dir() else root
-    return folder_pairs(base / "images", base / "masks")
+    return folder_pairs(base / "images", base / "masks", mask_suffix)
 
 
-def open_dataset(kind: str, root, split: str = "test", patch_size: int = 320, cell_radius: float = 30.0):
-    """The evaluation data set of ``kind`` (one of :data:`EVAL_DATASETS`); errors name the missing file."""
+def open_dataset(kind: str, root, split: str = "test", patch_size: int = 320, cell_radius: float = 30.0,
+                 mask_suffix: str = "", grey_to_rgb: bool = False):
+    """The evaluation data set of ``kind`` (one of :data:`EVAL_DATASETS`); errors name the missing file.
+    ``mask_suffix`` and ``grey_to_rgb`` as the training config's ``data.*`` keys (segmentation folders)."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"data folder {root} does not exist")
     if kind == "pcam":
         return PCamDataset(root, split)
     if kind == "segmentation":
-        return SegmentationDataset(_pairs(root, split), patch_size, "grid")
+        return SegmentationDataset(_pairs(root, split, mask_suffix), patch_size, "grid", grey_to_rgb=grey_to_rgb)
     if kind == "ocelot":
         return OcelotDataset(root, split, radius=cell_radius)
     raise ValueError(f"unknown evaluation data set {kind!r}: expected one of {', '.join(EVAL_DATASETS)}")
@@ -68,7 +74,8 @@ def _cells(probs: torch.Tensor, radius: float) -> np.ndarray:
 
 @torch.no_grad()
 def evaluate_model(model, normalization: dict, dataset, *, batch_size: int = 64, device="cpu", progress: bool = True,
-                   n_bootstrap: int = 2000, seed: int = 0, num_workers: int = 0, cell_radius: float = 30.0) -> dict:
+                   n_bootstrap: int = 2000, seed: int = 0, num_workers: int = 0, cell_radius: float = 30.0,
+                   recorder: PredictionRecorder | None = None) -> dict:
     """Run ``model`` (in eval mode) over ``dataset`` and compute the metrics of its task.
 
     Args:
@@ -81,6 +88,8 @@ def evaluate_model(model, normalization: dict, dataset, *, batch_size: int = 64,
         n_bootstrap: bootstrap resamples of the 95 % intervals (0: none). Defaults to 2000 (seed 000).
         seed: seed of the resampling. Defaults to 0.
         cell_radius: disc radius of the OCELOT masks; cells closer than half of it are merged. Defaults to 30.
+        recorder: gets every item (its image, logits and target) for per-image rows and saved predictions.
+            Defaults to None.
 
     Returns:
         ``{"metrics": {name: value}, "ci95": {name: [low, high]}, "n": items, "synthetic": bool}``.
@@ -101,10 +110,15 @@ def evaluate_model(model, normalization: dict, dataset, *, batch_size: int = 64,
             metrics[0](logits, y)
         else:
             metrics[0](logits.argmax(1), y)
+        cells = None
         if is_ocelot:
             sample = dataset.sample(index)
             gt = np.column_stack([sample.points, sample.classes]) if len(sample.points) else np.zeros((0, 3))
-            metrics[1](_cells(logits[0].softmax(0), cell_radius), gt)
+            cells = (_cells(logits[0].softmax(0), cell_radius), gt)
+            metrics[1](*cells)
+        if recorder is not None:
+            for b in range(len(x)):
+                recorder.add(index + b, x[b], logits[b], y[b], cells)
         index += len(x)
     values, intervals = {}, {}
     for metric in metrics:
@@ -115,12 +129,14 @@ def evaluate_model(model, normalization: dict, dataset, *, batch_size: int = 64,
 
 
 def evaluate_checkpoint(checkpoint, root, dataset: str | None = None, split: str = "test", *, patch_size=None,
-                        device="cpu", **kwargs) -> dict:
+                        device="cpu", items_csv=None, save_dir=None, **kwargs) -> dict:
     """Load ``checkpoint`` and evaluate it on ``split`` of the data in ``root``.
 
     ``dataset`` defaults to ``pcam`` for classifiers and, for segmentation models, to the kind the model was
-    trained on (``ocelot`` or ``segmentation``); ``patch_size`` to the training patch size. Other keyword
-    arguments go to :func:`evaluate_model`. The result also names the checkpoint, model, data and split.
+    trained on (``ocelot`` or ``segmentation``); ``patch_size`` to the training patch size, and the mask
+    suffix and greyscale option to the training config's. ``items_csv``: a CSV path for the per-image rows;
+    ``save_dir``: a folder for the predictions. Other keyword arguments go to :func:`evaluate_model`. The
+    result also names the checkpoint, model, data, split and the files written.
     """
     model, state = load_model(checkpoint, map_location=device)
     data_config = state.get("config", {}).get("data", {})
@@ -132,9 +148,21 @@ def evaluate_checkpoint(checkpoint, root, dataset: str | None = None, split: str
         raise ValueError(f"checkpoint {checkpoint} holds a {state['task']} model; data set {dataset!r} is for "
                          f"{expected}")
     data = open_dataset(dataset, root, split, patch_size or data_config.get("patch_size", 320),
-                        data_config.get("cell_radius", 30))
+                        data_config.get("cell_radius", 30), data_config.get("mask_suffix") or "",
+                        bool(data_config.get("grey_to_rgb")))
     log.info("evaluating %s (%s) on %d items of %s %s", checkpoint, state["model"]["name"], len(data), dataset, split)
+    recorder = None
+    if items_csv is not None or save_dir is not None:
+        recorder = PredictionRecorder(data, state["task"], model.num_classes if state["task"] != "classification"
+                                      else 1, save_dir, synthetic=bool(getattr(data, "synthetic", False)))
     result = evaluate_model(model, state["normalization"], data, device=device,
-                            cell_radius=data_config.get("cell_radius", 30), **kwargs)
+                            cell_radius=data_config.get("cell_radius", 30), recorder=recorder, **kwargs)
+    files = {}
+    if recorder is not None:
+        rows = recorder.finish()
+        if items_csv is not None:
+            files["items_csv"] = str(write_rows_csv(items_csv, rows))
+        if save_dir is not None:
+            files["predictions"] = str(save_dir)
     return {"checkpoint": str(checkpoint), "model": state["model"]["name"], "group": state.get("group"),
-            "data": str(root), "dataset": dataset, "split": split, **result}
+            "data": str(root), "dataset": dataset, "split": split, **result, **files}
