@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from equipath.analysis import ProbabilityMap, group_stability, rotate, rotation_stability, stability_section
+from equipath.analysis import ProbabilityMap, group_stability, rotation_stability, stability_section
+from equipath.data.rotation import rotate
 from equipath.analysis.stability import rotation_angles, stability_figure
 from equipath.groups import get_group
 from equipath.models import create_model
@@ -33,12 +34,12 @@ class TinySeg(nn.Module):
 def test_rotate_agrees_with_the_group_and_angles():
     p4 = get_group("p4")
     x = torch.rand(2, 3, 17, 17)
-    assert torch.allclose(rotate(x, 90), p4.transform(x, 1), atol=1e-5)
-    assert torch.allclose(rotate(x, -90), p4.transform(x, 3), atol=1e-5)
+    assert torch.allclose(rotate(x, math.pi / 2), p4.transform(x, 1), atol=1e-5)  # one helper, in radians
+    assert torch.allclose(rotate(x, -math.pi / 2), p4.transform(x, 3), atol=1e-5)
     assert torch.allclose(rotate(x, 0), x, atol=1e-6)
     assert rotation_angles(32)[:3] == [0.0, 2.8125, 5.625] and max(rotation_angles(32)) < 90
     with pytest.raises(ValueError, match="square"):
-        rotate(torch.rand(1, 3, 8, 9), 10)
+        rotate(torch.rand(1, 3, 8, 9), 0.1)
 
 
 def test_group_stability_equivariant_vs_baseline():

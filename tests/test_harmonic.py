@@ -1,7 +1,7 @@
 """Harmonic convolutions (seed 003): the transformation law F_m[R_t x](p) = exp(i m t) F_m[x](R_t^-1 p).
 
 Quarter turns go through equipath.groups and hold to float precision; other angles use bilinear
-rotation (equipath.cells.rotation) and hold approximately (the filters are sampled on the pixel grid).
+rotation (equipath.data.rotation) and hold approximately (the filters are sampled on the pixel grid).
 """
 
 import math
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from equipath.cells.rotation import rotate
+from equipath.data.rotation import rotate
 from equipath.groups import get_group
 from equipath.nn.harmonic import (HarmonicAvgPool2d, HarmonicBatchNorm, HarmonicConv2d, HarmonicResBlock,
                                   MagnitudeReLU, as_complex, magnitude)
@@ -223,7 +223,7 @@ def test_rotate_matches_the_group_module_at_quarter_turns():
     x = torch.rand(2, 3, 10, 10)
     for r in range(4):
         assert torch.allclose(rotate(x, r * math.pi / 2), P4.transform(x, r), atol=1e-5)
-    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+    with pytest.raises(ValueError, match=r"\(B, C, H, H\)"):
         rotate(torch.rand(3, 10, 10), 0.3)
 
 

@@ -19,9 +19,9 @@ from equipath.analysis.equivariance import EquivarianceReport, LayerError, layer
 from equipath.analysis.maps import ProbabilityMap
 from equipath.analysis.redundancy import RedundancyReport, model_redundancy
 from equipath.analysis.report import stability_section
-from equipath.analysis.stability import StabilityResult, group_stability, rotate, rotation_stability
+from equipath.analysis.stability import StabilityResult, group_stability, rotation_stability
 from equipath.analysis.tta import GroupTTA, compare_tta
 
 __all__ = ["layer_report", "EquivarianceReport", "LayerError", "ProbabilityMap", "rotation_stability",
-           "group_stability", "rotate", "StabilityResult", "stability_section", "GroupTTA", "compare_tta",
+           "group_stability", "StabilityResult", "stability_section", "GroupTTA", "compare_tta",
            "EfficiencyPlan", "ModelRun", "run_efficiency", "summarize", "model_redundancy", "RedundancyReport"]

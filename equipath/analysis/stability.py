@@ -47,9 +47,10 @@ from tqdm.auto import tqdm
 
 from equipath.analysis.io import SYNTHETIC_LABEL
 from equipath.groups import get_group
+from equipath.data.rotation import rotate
 from equipath.data.tissue import TissueOptions, tissue_mask
 
-__all__ = ["StabilityResult", "rotate", "rotation_angles", "rotation_stability", "group_stability", "image_tissue",
+__all__ = ["StabilityResult", "rotation_angles", "rotation_stability", "group_stability", "image_tissue",
            "clean_mask", "region_size", "stability_figure"]
 
 log = logging.getLogger(__name__)
@@ -83,21 +84,6 @@ def rotation_angles(n: int = 32) -> list[float]:
     if n < 1:
         raise ValueError(f"rotation_angles: expected a positive number of rotations, got {n}")
     return [k * 90.0 / n for k in range(n)]
-
-
-def rotate(x: torch.Tensor, angle: float, padding_mode: str = "reflection", mode: str = "bilinear") -> torch.Tensor:
-    """Rotate square images ``(B, C, H, H)`` counter-clockwise by ``angle`` degrees about their centre,
-    the sense of ``rot90`` in :mod:`equipath.groups` (``rotate(x, 90)`` equals ``T_(1, 0) x`` up to
-    interpolation rounding). Pixels are resampled by ``grid_sample`` (``align_corners=False``); those
-    that fall outside are filled by ``padding_mode`` (``"reflection"``, ``"zeros"`` or ``"border"``)."""
-    if x.dim() != 4 or x.shape[-1] != x.shape[-2]:
-        raise ValueError(f"rotate: expected square images (B, C, H, H), got {tuple(x.shape)}")
-    theta = math.radians(angle)
-    c, s = math.cos(theta), math.sin(theta)
-    # output pixel (u, v) (grid x = column, y = row, in [-1, 1]) samples the input at the point rotated back
-    matrix = torch.tensor([[c, -s, 0.0], [s, c, 0.0]], dtype=x.dtype, device=x.device)
-    grid = F.affine_grid(matrix.expand(x.shape[0], 2, 3), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode=mode, padding_mode=padding_mode, align_corners=False)
 
 
 def clean_mask(mask: np.ndarray, min_fraction: float = 0.01) -> np.ndarray:
@@ -221,7 +207,7 @@ def rotation_stability(predictor, image: torch.Tensor, n: int = 32, tissue: torc
     backs, valid = [], torch.ones(cells, cells, dtype=torch.bool)
     for start in tqdm(range(0, n, batch_size), desc="rotations", disable=not progress, leave=False):
         chunk = angles[start:start + batch_size]
-        batch = torch.cat([rotate(image[None], a, padding_mode) for a in chunk])  # (b, 3, H, H)
+        batch = torch.cat([rotate(image[None], math.radians(a), padding_mode) for a in chunk])  # (b, 3, H, H)
         preds = predictor(batch)[:, top::s, top::s][:, :cells, :cells].double()  # (b, cells, cells)
         for a, p in zip(chunk, preds):
             c, si = math.cos(math.radians(a)), math.sin(math.radians(a))

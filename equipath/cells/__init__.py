@@ -14,7 +14,7 @@ from equipath.cells.data import SYNTHETIC, load_cells, read_cell_folder, write_c
 from equipath.cells.evaluation import evaluate_cell_vae, probe_f1, reconstruction_ssim, representations, rotation_kl
 from equipath.cells.experiment import CellExperimentConfig, format_table, run_experiment
 from equipath.cells.losses import centre_weights, gaussian_kl, prior_kl, symmetric_kl, weighted_reconstruction
-from equipath.cells.rotation import rotate
+from equipath.data.rotation import rotate
 from equipath.cells.synthetic import CELL_TYPES, make_cell_patches, render_cell_patch
 from equipath.cells.train import CellTrainConfig, TrainResult, load_cell_vae, save_cell_vae, train_cell_vae
 from equipath.cells.vae import VARIANTS, CellVAE, VAEOutput

@@ -24,7 +24,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from equipath.cells.losses import symmetric_kl
-from equipath.cells.rotation import rotate
+from equipath.data.rotation import rotate
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from equipath.cells.losses import centre_weights, prior_kl, symmetric_kl, weighted_reconstruction
-from equipath.cells.rotation import rotate
+from equipath.data.rotation import rotate
 from equipath.cells.vae import VARIANTS, CellVAE
 from equipath.checkpoint import load_checkpoint, save_checkpoint
 from equipath.nn.harmonic import HarmonicBatchNorm

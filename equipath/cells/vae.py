@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from equipath.cells.rotation import rotate
+from equipath.data.rotation import rotate
 from equipath.nn.harmonic import HarmonicBatchNorm, HarmonicConv2d, HarmonicResBlock, MagnitudeReLU, magnitude
 
 __all__ = ["VARIANTS", "VAEOutput", "SpatialTransformer", "PlainEncoder", "HarmonicEncoder", "Decoder", "CellVAE"]
