@@ -170,6 +170,8 @@ def test_torchrun_two_gloo_processes_train_one_checkpoint(data_root, tmp_path):
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "rank 0 of 2 on cpu (gloo)" in proc.stderr and "rank 1 of 2 on cpu (gloo)" in proc.stderr
+    assert proc.stderr.count("epoch 2/2: train loss") == 1  # rank 0 logs the epoch lines, the others at -v
+    assert proc.stdout.count("best validation loss") == 1
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.yaml", "last.pt", "metrics.csv"]
     state = load_checkpoint(out / "last.pt")
     assert state["epoch"] == 2 and len(state["history"]) == 2

@@ -12,8 +12,8 @@ Every key of the config can be set or overridden with ``--set``, nested keys wit
 
 import argparse
 import dataclasses
-
 import json
+import os
 
 from equipath.cli import _options
 from equipath.training import TrainConfig, train
@@ -93,7 +93,7 @@ def run(args) -> int:
         print(key_table(config))
         return 0
     result = train(config)
-    if result.history:
+    if result.history and int(os.environ.get("RANK", 0)) == 0:  # under torchrun: rank 0 reports
         best = min(result.history, key=lambda row: row["val_loss"])
         print(f"best validation loss {best['val_loss']:.4f} at epoch {best['epoch']}: {result.best}")
     return 0

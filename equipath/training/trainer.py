@@ -242,8 +242,9 @@ class _Run:
                         if key != "epoch":
                             writer.add_scalar(key, value, epoch + 1)
                     writer.flush()
-            log.info("epoch %d/%d: train loss %.4f, val loss %.4f%s, lr %.3g, %.1f patches/s", epoch + 1,
-                     config.epochs, train_loss, val["val_loss"], " (best)" if improved else "", lr, row["patches_per_s"])
+            log.log(logging.INFO if world.is_main else logging.DEBUG,  # one line per epoch: rank 0's (others at -v)
+                    "epoch %d/%d: train loss %.4f, val loss %.4f%s, lr %.3g, %.1f patches/s", epoch + 1,
+                    config.epochs, train_loss, val["val_loss"], " (best)" if improved else "", lr, row["patches_per_s"])
         if writer is not None:
             writer.close()
         return TrainResult(self.out_dir, self.out_dir / "best.pt", self.out_dir / "last.pt", list(self.history))
