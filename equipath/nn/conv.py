@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from equipath.groups import get_group
+from equipath.nn.shapes import check_shape
 
 __all__ = ["LiftingConv2d", "GroupConv2d", "ProjectionConv2d", "GroupConvTranspose2d", "CachedFilter", "check_input",
            "set_channels_last"]
@@ -31,15 +32,8 @@ __all__ = ["LiftingConv2d", "GroupConv2d", "ProjectionConv2d", "GroupConvTranspo
 
 def check_input(layer: str, x: torch.Tensor, channels: int, group_order: int | None) -> None:
     """Raise ``ValueError`` unless ``x`` is ``(B, channels, H, W)`` (``group_order`` None) or
-    ``(B, channels, group_order, H, W)``."""
-    if group_order is None:
-        ok = x.dim() == 4 and x.shape[1] == channels
-        expected = f"(B, {channels}, H, W)"
-    else:
-        ok = x.dim() == 5 and x.shape[1] == channels and x.shape[2] == group_order
-        expected = f"(B, {channels}, {group_order}, H, W)"
-    if not ok:
-        raise ValueError(f"{layer}: expected input of shape {expected}, got {tuple(x.shape)}")
+    ``(B, channels, group_order, H, W)`` (:func:`equipath.nn.shapes.check_shape`)."""
+    check_shape(layer, x, (channels, "H", "W") if group_order is None else (channels, group_order, "H", "W"))
 
 
 class CachedFilter(nn.Module):

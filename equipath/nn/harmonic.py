@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from equipath.nn.shapes import check_shape
+
 __all__ = [
     "check_harmonic", "magnitude", "as_complex", "HarmonicConv2d", "MagnitudeReLU", "HarmonicBatchNorm",
     "HarmonicAvgPool2d", "HarmonicResBlock",
@@ -52,9 +54,7 @@ def _orders(orders, name: str) -> tuple[int, ...]:
 
 def check_harmonic(layer: str, x: torch.Tensor, channels: int, n_orders: int) -> None:
     """Raise ``ValueError`` unless ``x`` is ``(B, channels, n_orders, 2, H, W)``."""
-    if x.dim() != 6 or x.shape[1] != channels or x.shape[2] != n_orders or x.shape[3] != 2:
-        raise ValueError(f"{layer}: expected a harmonic feature map of shape (B, {channels}, {n_orders}, 2, H, W), "
-                         f"got {tuple(x.shape)}")
+    check_shape(layer, x, (channels, n_orders, 2, "H", "W"), "a harmonic feature map")
 
 
 def magnitude(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:

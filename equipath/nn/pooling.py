@@ -10,13 +10,13 @@ from torch import nn
 
 from equipath.groups import get_group
 from equipath.nn.conv import check_input
+from equipath.nn.shapes import check_shape
 
 __all__ = ["GroupBatchNorm", "GroupPool", "GroupMaxPool2d", "GroupAvgPool2d", "GroupUpsample"]
 
 
 def _check_group_map(layer, x, group_order):
-    if x.dim() != 5 or x.shape[2] != group_order:
-        raise ValueError(f"{layer}: expected input of shape (B, C, {group_order}, H, W), got {tuple(x.shape)}")
+    check_shape(layer, x, ("C", group_order, "H", "W"))
 
 
 class GroupBatchNorm(nn.BatchNorm3d):
