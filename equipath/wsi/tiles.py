@@ -20,7 +20,7 @@ Annotations are ASAP XML or QuPath GeoJSON (:func:`~equipath.wsi.annotations.rea
 
 Example:
     >>> split_slides(["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"], seed=0)["test"]
-    ['c']
+    ['b']
 """
 
 import csv
