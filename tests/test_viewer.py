@@ -165,3 +165,43 @@ def test_every_viewer_and_config_file_is_package_data():
         assert files
         missing = [f for f in files if not any(fnmatch.fnmatch(f, g) for g in globs[package])]
         assert not missing, f"{package}: not in [tool.setuptools.package-data]: {missing}"
+
+
+def test_predict_segmentation_outputs_are_layers(tmp_path):
+    """``predict``'s folder for a segmentation model: the label TIFF becomes a class-coloured layer over
+    the level-0 pixels it covers (255 and background transparent), cell points a GeoJSON layer."""
+    from equipath.wsi.geojson import class_color
+    from equipath.wsi.segment_outputs import write_label_tiff
+
+    slide = tmp_path / "slide.png"
+    Image.fromarray(np.full((300, 500, 3), 200, np.uint8)).save(slide)
+    folder = tmp_path / "out" / "slide"
+    folder.mkdir(parents=True)
+    labels = np.zeros((150, 250), np.uint8)  # the model ran at half resolution
+    labels[:, 100:] = 2
+    labels[:10] = 255
+    write_label_tiff(folder / "labels.tif", labels, mpp=1.0, tile=64)
+    (folder / "segment.json").write_text(json.dumps({
+        "source": str(slide), "classes": {"0": "Background", "1": "Stroma", "2": "Tumor"},
+        "view": {"downsample": 2.0, "mpp": 1.0, "shape": [150, 250]}, "model": {"name": "p4m_unet"}}))
+    (folder / "cells.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [10, 20]},
+         "properties": {"classification": {"name": "Tumor", "color": [200, 0, 0]}}}]}))
+    (run_dir,) = find_runs(tmp_path / "out")
+    run = Run(run_dir)
+    manifest = run.manifest(0)
+    layers = {layer["id"]: layer for layer in manifest["layers"]}
+    assert manifest["slide"]["mpp"] == 0.5 and layers["cells"]["count"] == 1
+    segmentation = layers["segmentation"]
+    assert (segmentation["width_level0"], segmentation["height_level0"]) == (500, 300)
+    assert segmentation["legend"]["swatches"] == [["Stroma", "#%02x%02x%02x" % tuple(class_color(1))],
+                                                  ["Tumor", "#%02x%02x%02x" % tuple(class_color(2))]]
+    body, kind = run.layer_bytes("segmentation")
+    rgba = np.asarray(Image.open(BytesIO(body)))
+    step = 250 // rgba.shape[1]  # the coarsest page of at most 4096 px is the full one here
+    assert step == 1 and kind == "image/png"
+    assert (rgba[20:, 100:, :3] == class_color(2)[:3]).all() and (rgba[20:, 100:, 3] == 255).all()
+    assert (rgba[:10, :, 3] == 0).all() and (rgba[20:, :100, 3] == 0).all()  # not predicted, background
+    coarse = run._labels_layer(folder / "labels.tif", 500, max_side=64)  # a page of every 4th pixel: 38 x 63
+    assert coarse["width_level0"] == 63 * 4 * 2.0 and coarse["height_level0"] == 38 * 4 * 2.0
+    run.close()

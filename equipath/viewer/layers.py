@@ -1,14 +1,16 @@
 """What the viewer shows of an output folder: the slide and every overlay equipath wrote beside it.
 
 A *run folder* is one slide's outputs: ``predict-slide``'s ``OUT/{slide}/`` (``slide.json``,
-``probability.npy``, ``tissue.png``, ``regions.geojson``, ``detections.csv``) or any folder of GeoJSON
-files (regions with classes, cell points) with ``--slide`` naming the slide. :func:`find_runs` finds them
+``probability.npy``, ``tissue.png``, ``regions.geojson``, ``detections.csv``), ``predict``'s for a
+segmentation model (``segment.json``, ``labels.tif``, ``regions.geojson``, ``cells.geojson``) or any folder
+of GeoJSON files (regions with classes, cell points) with ``--slide`` naming the slide. :func:`find_runs` finds them
 in ``OUT`` (the folder itself or its sub-folders) and :class:`Run` turns one into layers:
 
 | layer | from | drawn as |
 |---|---|---|
 | ``heatmap`` | ``probability.npy`` + ``slide.json`` geometry | one pixel per cell, colour map of the run, NaN transparent |
 | ``tissue`` | ``tissue.png`` (mask pixel size from ``slide.json``) | green where tissue |
+| ``segmentation`` | ``labels.tif`` of ``predict`` (its coarsest page of at most 4096 px; pixel size from ``segment.json``) | class colours, background and not-predicted transparent |
 | ``regions`` and any other ``*.geojson`` | QuPath GeoJSON (polygons with holes, points) | outlines / dots in the class colours |
 | ``detections`` | ``detections.csv`` (Camelyon16 ``prob,X,Y``) | points, one cell across |
 
@@ -35,6 +37,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from equipath.wsi.geojson import class_color
 from equipath.wsi.outputs import DEFAULT_CMAP, colorize, heatmap_rgba
 from equipath.wsi.reader import SlideReader, open_slide
 
@@ -45,8 +48,11 @@ log = logging.getLogger(__name__)
 LAYER_COLOURS = {"tissue": (0, 160, 0), "regions": (200, 0, 0), "detections": (255, 140, 0), "geojson": (0, 90, 255)}
 
 
+SUMMARIES = ("slide.json", "segment.json")  # predict-slide's, predict's (segmentation)
+
+
 def _is_run(folder: Path) -> bool:
-    return (folder / "slide.json").is_file() or any(folder.glob("*.geojson"))
+    return any((folder / name).is_file() for name in SUMMARIES) or any(folder.glob("*.geojson"))
 
 
 def find_runs(out) -> list[Path]:
@@ -79,8 +85,8 @@ def _png(rgba: np.ndarray) -> bytes:
 
 
 def _run_record(folder: Path) -> dict:
-    """The newest ``predict-slide-*.json`` beside the run folder (checkpoint, options), or ``{}``."""
-    records = sorted(folder.parent.glob("predict-slide-*.json"))
+    """The newest run record (``predict-slide-*.json``, ``predict-*.json``) beside the run folder, or ``{}``."""
+    records = sorted(folder.parent.glob("predict-*.json"), key=lambda p: p.stat().st_mtime)
     if not records:
         return {}
     try:
@@ -103,21 +109,23 @@ class Run:
 
     def __init__(self, folder, slide=None):
         self.folder = Path(folder)
-        summary_path = self.folder / "slide.json"
-        self.summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-        self.reader: SlideReader = open_slide(self._slide_source(slide), mpp=self.summary.get("level0_mpp"))
+        found = [self.folder / name for name in SUMMARIES if (self.folder / name).is_file()]
+        self.summary = json.loads(found[0].read_text()) if found else {}
+        view = self.summary.get("view") or {}
+        mpp = self.summary.get("level0_mpp") or (view["mpp"] / view["downsample"] if view.get("mpp") else None)
+        self.reader: SlideReader = open_slide(self._slide_source(slide), mpp=mpp)
         self.name = self.folder.name
         self._layers = self._find_layers()
 
     def _slide_source(self, slide):
         if slide is not None:
             return slide
-        recorded = self.summary.get("slide")
+        recorded = self.summary.get("slide") or self.summary.get("source")
         if recorded and recorded != "<array>":
             for candidate in (Path(recorded), self.folder / recorded, self.folder.parent / recorded):
                 if candidate.is_file():
                     return candidate
-        raise FileNotFoundError(f"the slide of {self.folder} was not found (slide.json says {recorded!r}): give it "
+        raise FileNotFoundError(f"the slide of {self.folder} was not found (its outputs say {recorded!r}): give it "
                                 f"with --slide PATH")
 
     def close(self) -> None:
@@ -149,6 +157,8 @@ class Run:
                 "width_level0": mask.shape[1] * pixel, "height_level0": mask.shape[0] * pixel,
                 "legend": {"swatches": [["tissue", _hex(LAYER_COLOURS["tissue"])]]},
                 "_render": lambda: _png(self._mask_rgba(mask, LAYER_COLOURS["tissue"]))}
+        if (self.folder / "labels.tif").is_file():
+            layers["segmentation"] = self._labels_layer(self.folder / "labels.tif", W)
         for path in sorted(self.folder.glob("*.geojson")):
             layer_id = path.stem
             colour = LAYER_COLOURS["regions" if layer_id == "regions" else "geojson"]
@@ -167,6 +177,33 @@ class Run:
                 "legend": {"swatches": [["detection (prob, X, Y)", _hex(LAYER_COLOURS["detections"])]]},
                 "_render": lambda data=data: json.dumps(data).encode()}
         return layers
+
+    def _labels_layer(self, path: Path, slide_width: int, max_side: int = 4096) -> dict:
+        """``predict``'s label TIFF (255 = not predicted) at its coarsest page of at most ``max_side`` pixels."""
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            pages = [p for p in tif.pages if p.ndim == 2 or p.shape[-1] == 1]
+            full = pages[0].shape[:2]
+            page = next((p for p in pages if max(p.shape[:2]) <= max_side), pages[-1])
+            labels = np.asarray(page.asarray()).reshape(page.shape[:2])
+        downsample = (self.summary.get("view") or {}).get("downsample") or slide_width / full[1]
+        names = {int(k): str(v) for k, v in (self.summary.get("classes") or {}).items()}
+        names = names or {int(v): f"class {int(v)}" for v in np.unique(labels) if v != 255}
+        shown = {v: n for v, n in names.items() if v != 0}  # background stays the slide itself
+        step = 2 ** round(np.log2(full[1] / labels.shape[1]))  # the pyramid's pages keep every step-th pixel
+        return {"kind": "image", "title": "segmentation", "opacity": 0.45,
+                "width_level0": labels.shape[1] * step * downsample, "height_level0": labels.shape[0] * step * downsample,
+                "legend": {"swatches": [[n, _hex(class_color(v))] for v, n in shown.items()],
+                           "note": "uncoloured: background or not predicted"},
+                "_render": lambda: _png(self._labels_rgba(labels, shown))}
+
+    @staticmethod
+    def _labels_rgba(labels: np.ndarray, shown: dict) -> np.ndarray:
+        rgba = np.zeros(labels.shape + (4,), np.uint8)
+        for value in shown:
+            rgba[labels == value] = (*class_color(value)[:3], 255)
+        return rgba
 
     @staticmethod
     def _mask_rgba(mask: np.ndarray, colour) -> np.ndarray:
