@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from equipath.data.rotation import rotate
-from equipath.cells.synthetic import make_cell_patches
+from equipath.cells.procedural import make_cell_patches
 from equipath.cells.vae import Decoder, HarmonicEncoder, PlainEncoder, SpatialTransformer
 from equipath.nn.harmonic import HarmonicConv2d, as_complex, magnitude
 

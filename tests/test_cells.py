@@ -188,7 +188,7 @@ def test_early_stopping_and_config_validation(tiny_cells):
     assert len(result.history) < 30 and len(result.history) == result.best_epoch + 1
     with pytest.raises(ValueError, match="0 for the baseline"):
         CellTrainConfig(variant="baseline", rotation_weight=0.5)
-    with pytest.raises(ValueError, match="epochs must be int"):
+    with pytest.raises(ValueError, match="epochs must be an integer"):
         CellTrainConfig(epochs="3")
     with pytest.raises(ValueError, match=r"training images of shape \(N, 3, 16, 16\)"):
         train_cell_vae(images[:4, :, :8], images, CellTrainConfig(**TINY), progress=False)

@@ -8,7 +8,7 @@ code a user's data goes through.
 
 Example:
     >>> import tempfile
-    >>> from equipath.cells.synthetic import make_cell_patches
+    >>> from equipath.cells.procedural import make_cell_patches
     >>> images, labels = make_cell_patches(6, size=32)
     >>> root = write_cell_folder(tempfile.mkdtemp(), images, labels)
     >>> x, y, classes = read_cell_folder(root)
@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from equipath.atomic import atomic_path
-from equipath.cells.synthetic import CELL_TYPES, make_cell_patches
+from equipath.cells.procedural import CELL_TYPES, make_cell_patches
 
 __all__ = ["SYNTHETIC", "load_cells", "read_cell_folder", "write_cell_folder"]
 

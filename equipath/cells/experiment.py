@@ -19,15 +19,16 @@ from pathlib import Path
 
 from equipath.atomic import atomic_write, save_figure, write_csv, write_json
 from equipath.cells.data import SYNTHETIC, load_cells
-from equipath.cells.evaluation import evaluate_cell_vae
+from equipath.cells.metrics import evaluate_cell_vae
 from equipath.cells.train import CellTrainConfig, save_cell_vae, train_cell_vae
 from equipath.cells.vae import VARIANTS
+from equipath.training.config import check_types
 
 __all__ = ["CellExperimentConfig", "run_experiment", "format_table"]
 
 log = logging.getLogger(__name__)
 
-LABEL = "SYNTHETIC procedural cell patches (equipath.cells.synthetic), not seed 003's bone-marrow data"
+LABEL = "SYNTHETIC procedural cell patches (equipath.cells.procedural), not seed 003's bone-marrow data"
 
 
 @dataclass
@@ -67,7 +68,7 @@ class CellExperimentConfig:
     device: str = "auto"
 
     def __post_init__(self):
-        self.variants, self.weights = tuple(self.variants), tuple(float(w) for w in self.weights)
+        check_types(self, "cell experiment")  # the package's one set of config rules
         unknown = [v for v in self.variants if v not in VARIANTS]
         if unknown or not self.variants:
             raise ValueError(f"cell experiment: variants must be a non-empty list of {', '.join(VARIANTS)}, got {list(self.variants)}")
@@ -75,7 +76,7 @@ class CellExperimentConfig:
             raise ValueError(f"cell experiment: weights must be a non-empty list of positive numbers, got {list(self.weights)}")
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.type is int and (not isinstance(value, int) or isinstance(value, bool) or value < (f.name != "seed")):
+            if f.type is int and value < (f.name != "seed"):
                 raise ValueError(f"cell experiment: {f.name} must be a {'non-negative' if f.name == 'seed' else 'positive'} "
                                  f"int, got {value!r}")
 
@@ -148,7 +149,7 @@ def run_experiment(config: CellExperimentConfig, out_dir, progress: bool = True)
     """Train and evaluate every run of ``config`` on procedural cells; write ``results.json``,
     ``results.csv``, ``results.md`` (after every run), ``results.png`` and one checkpoint per run under
     ``out_dir/checkpoints``. Returns one row per run (metrics of
-    :func:`~equipath.cells.evaluation.evaluate_cell_vae`, training time and history)."""
+    :func:`~equipath.cells.metrics.evaluate_cell_vae`, training time and history)."""
     out = Path(out_dir)
     s = config.seed
     train, _ = load_cells(SYNTHETIC, config.n_train, config.size, s)

@@ -13,6 +13,14 @@ Before every validation the running statistics of all batch-norm layers are reco
 averages lag behind weights that change quickly, and the magnitude nonlinearities of the harmonic
 encoders turn that lag into large errors in eval mode.
 
+Why not :func:`equipath.training.train`: that loop trains registered, supervised models (labels, a
+classification or segmentation loss and metrics, the seed 000 plateau schedule, DDP, resumable
+checkpoints with optimizer state). This one has no labels, two rotated copies of every batch, a
+precise-BN recalibration before each validation and early stopping that restores the best weights;
+folding those into the shared trainer would add three switches used by one model. What is shared: the
+config rules (:func:`equipath.training.config.check_types`, the CLI's ``build_config``), the checkpoint
+format (:mod:`equipath.checkpoint`), device resolution and the atomic writers.
+
 Example:
     >>> import torch
     >>> config = CellTrainConfig(variant="inv-HNet", latent_dim=4, width=2, epochs=1, batch_size=8)
@@ -24,7 +32,7 @@ Example:
 import copy
 import logging
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -35,9 +43,10 @@ from equipath.data.rotation import rotate
 from equipath.cells.vae import VARIANTS, CellVAE
 from equipath.checkpoint import load_checkpoint, save_checkpoint
 from equipath.nn.harmonic import HarmonicBatchNorm
+from equipath.training.config import check_types
 from equipath.training.distributed import resolve_device
 
-__all__ = ["CellTrainConfig", "TrainResult", "train_cell_vae", "recalibrate_batch_norm", "save_cell_vae",
+__all__ = ["CellTrainConfig", "CellTrainResult", "train_cell_vae", "recalibrate_batch_norm", "save_cell_vae",
            "load_cell_vae", "TASK"]
 
 log = logging.getLogger(__name__)
@@ -84,13 +93,7 @@ class CellTrainConfig:
     device: str = "auto"
 
     def __post_init__(self):
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.type is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-                setattr(self, f.name, value)
-            if not isinstance(value, f.type) or isinstance(value, bool):
-                raise ValueError(f"cell training config: {f.name} must be {f.type.__name__}, got {value!r}")
+        check_types(self, "cell training config")  # the package's one set of config rules
         if self.variant not in VARIANTS:
             raise ValueError(f"cell training config: variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
         if self.rotation_weight < 0 or (self.variant == "baseline" and self.rotation_weight != 0):
@@ -102,7 +105,7 @@ class CellTrainConfig:
 
 
 @dataclass
-class TrainResult:
+class CellTrainResult:
     """The trained model (best validation epoch, eval mode), per-epoch ``history`` rows and ``best_epoch``."""
 
     model: CellVAE
@@ -135,7 +138,7 @@ def _check_images(name: str, images: torch.Tensor, size: int) -> None:
 
 
 def train_cell_vae(train_images: torch.Tensor, val_images: torch.Tensor, config: CellTrainConfig,
-                   progress: bool = True) -> TrainResult:
+                   progress: bool = True) -> CellTrainResult:
     """Train a :class:`~equipath.cells.vae.CellVAE` on ``(N, 3, S, S)`` float images in [0, 1].
 
     Validation uses fixed angles (seeded), so its loss is comparable between epochs; training stops
@@ -180,7 +183,7 @@ def train_cell_vae(train_images: torch.Tensor, val_images: torch.Tensor, config:
                      epoch + 1, best_epoch)
             break
     model.load_state_dict(best_state)
-    return TrainResult(model.eval(), history, best_epoch)
+    return CellTrainResult(model.eval(), history, best_epoch)
 
 
 @torch.no_grad()

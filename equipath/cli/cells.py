@@ -21,9 +21,9 @@ from PIL import Image
 
 from equipath.atomic import atomic_write, write_json
 from equipath.cells.data import SYNTHETIC, load_cells, write_cell_folder
-from equipath.cells.evaluation import evaluate_cell_vae
+from equipath.cells.metrics import evaluate_cell_vae
 from equipath.cells.experiment import LABEL, CellExperimentConfig, format_table, run_experiment
-from equipath.cells.synthetic import CELL_TYPES, make_cell_patches
+from equipath.cells.procedural import CELL_TYPES, make_cell_patches
 from equipath.cells.train import CellTrainConfig, load_cell_vae, save_cell_vae, train_cell_vae
 from equipath.cli import _options
 from equipath.training.config import apply_overrides, build_config, read_config_file

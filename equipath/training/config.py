@@ -29,7 +29,7 @@ import yaml
 
 from equipath.data.augment import AUGMENTATIONS
 
-__all__ = ["DataConfig", "TrainConfig", "describe_keys", "field_type", "load_yaml", "read_config_file", "build_config",
+__all__ = ["DataConfig", "TrainConfig", "describe_keys", "field_type", "load_yaml", "read_config_file", "build_config", "check_types",
            "apply_overrides"]
 
 DATASETS = ("pcam", "synthetic_pcam", "segmentation", "synthetic_segmentation", "ocelot")
@@ -367,6 +367,21 @@ def build_config(cls, values, prefix: str = ""):
 MAX_YAML_DEPTH = 32
 
 
+def check_types(obj, where: str = "config") -> None:
+    """Check the fields of a config dataclass built in Python (``Config(epochs=3)``) by the rules of
+    :func:`build_config`, converting ints given for floats and lists for tuples in place; ``ValueError``
+    ``"{where}: {field} must be {type}, got {value!r}"``. Call it first in ``__post_init__``."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, tp = getattr(obj, f.name), hints[f.name]
+        if dataclasses.is_dataclass(tp) and isinstance(value, tp):
+            continue
+        converted = _convert(tp, value, f.name)
+        if converted is None:
+            raise ValueError(f"{where}: {f.name} must be {_describe(tp)}, got {value!r}")
+        object.__setattr__(obj, f.name, None if converted is _NONE else converted)
+
+
 class _YamlLoader(yaml.SafeLoader):
     """Safe YAML with YAML 1.2 floats (``1e-3`` is a number; PyYAML's YAML 1.1 reads it as a string), and
     refusing what no config needs: aliases (``*name``: a few lines of them expand to billions of nodes),
@@ -432,17 +447,29 @@ def read_config_file(path) -> dict:
     return values
 
 
+def _key_type(cls, key: str, prefix: str = ""):
+    """The annotated type of the dotted ``key`` of ``cls``; keys inside a ``dict`` field are ``dict``."""
+    head, _, rest = key.partition(".")
+    hints = typing.get_type_hints(cls)
+    if head not in hints:
+        raise ValueError(f"unknown config key {prefix + head!r}; valid keys: {', '.join(prefix + k for k in hints)}")
+    tp = hints[head]
+    if not rest:
+        return tp
+    if dataclasses.is_dataclass(tp):
+        return _key_type(tp, rest, prefix + head + ".")
+    if tp is dict:
+        return dict
+    raise ValueError(f"config key {prefix + head!r} has no sub-keys")
+
+
 def _override_value(cls, key: str, text: str):
     """The value of ``--set key=text``: raw text for string keys, YAML for the rest (a comma list for lists);
     keys inside a ``dict`` field (``model_kwargs.growth``) are YAML."""
-    head = key.split(".")[0]
-    hints = typing.get_type_hints(cls)
-    if head not in hints:
-        raise ValueError(f"--set {key}: unknown config key {head!r}; valid keys: {', '.join(hints)}")
     try:
-        tp = dict if hints[head] is dict and "." in key else field_type(cls, key)
-    except KeyError as exc:
-        raise ValueError(f"--set {key}: {exc.args[0]}") from None
+        tp = _key_type(cls, key)
+    except ValueError as exc:
+        raise ValueError(f"--set {key}: {exc}") from None
     members = typing.get_args(tp) if isinstance(tp, types.UnionType) else (tp,)
     if str in members and text not in ("null", "~"):
         return text
