@@ -213,14 +213,52 @@ def _strict_json(path):
     return __import__("json").loads(Path(path).read_text(), parse_constant=refuse)
 
 
-def test_slide_json_and_the_froc_report_are_strict_json(tmp_path, checkpoints, capsys):
-    blank = tmp_path / "blank.png"  # no tissue: every cell unpredicted
-    Image.fromarray(np.full((128, 160, 3), 245, np.uint8)).save(blank)
-    assert main(_predict(blank, checkpoints[0], tmp_path / "out")) == 0
-    summary = _strict_json(tmp_path / "out" / "blank" / "slide.json")
-    assert summary["tissue_cells"] == 0
-    report = tmp_path / "froc.json"
-    assert main(["froc", str(tmp_path / "out"), "--bootstrap", "0", "--out", str(report)]) == 0
-    data = _strict_json(report)  # one normal slide: the AUC and FROC are undefined
-    assert data is not None
-    capsys.readouterr()
+def test_slide_json_is_strict_json(tmp_path):
+    """A model with NaN weights (what a NaN-loss training once saved) gives NaN probabilities: slide.json
+    still parses as strict JSON, NaN written as null."""
+    model = create_model("densenet", growth=2)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    checkpoint = save_checkpoint(tmp_path / "nan.pt", model, name="densenet", kwargs={"growth": 2},
+                                 normalization={"mean": [0.5] * 3, "std": [0.25] * 3}, task="classification")
+    image = np.full((400, 400, 3), 240, np.uint8)
+    image[80:320, 80:320] = (200, 120, 190)  # eosin pink: tissue
+    Image.fromarray(image).save(tmp_path / "pink.png")
+    assert main(_predict(tmp_path / "pink.png", checkpoint, tmp_path / "out")) == 0
+    summary = _strict_json(tmp_path / "out" / "pink" / "slide.json")
+    assert summary["tissue_cells"] > 0 and summary["max_probability"] is None
+
+
+def _declared_tiff(path, width, height, tile=256):
+    """A tiled TIFF declaring ``width x height`` pixels in a few megabytes: every tile is the same deflated
+    white tile (what a hostile or broken file looks like)."""
+    import struct
+    import zlib
+
+    data = zlib.compress(np.full((tile, tile, 3), 245, np.uint8).tobytes(), 9)
+    n = -(-width // tile) * -(-height // tile)
+    short = lambda tag, value: struct.pack("<HHIHH", tag, 3, 1, value, 0)  # noqa: E731
+    long_ = lambda tag, count, value: struct.pack("<HHII", tag, 4, count, value)  # noqa: E731
+    bps_at = 8 + 2 + 12 * 11 + 4
+    offsets_at, counts_at = bps_at + 6, bps_at + 6 + 4 * n
+    tile_at = counts_at + 4 * n
+    ifd = [long_(256, 1, width), long_(257, 1, height), struct.pack("<HHII", 258, 3, 3, bps_at), short(259, 8),
+           short(262, 2), short(277, 3), short(284, 1), short(322, tile), short(323, tile),
+           long_(324, n, offsets_at), long_(325, n, counts_at)]
+    path.write_bytes(b"II*\x00" + struct.pack("<IH", 8, len(ifd)) + b"".join(ifd) + struct.pack("<I", 0)
+                     + struct.pack("<HHH", 8, 8, 8) + np.full(n, tile_at, "<u4").tobytes()
+                     + np.full(n, len(data), "<u4").tobytes() + data)
+    return path
+
+
+@pytest.mark.parametrize("size, tile, fragment", [
+    (200_000, 256, "declares 200000 x 200000 pixels with no pyramid level below 200000 x 200000"),
+    (30_000, 512, "declares 30000 x 30000 pixels but the file holds only"),
+])
+def test_a_small_file_declaring_a_huge_slide_is_refused_at_once(tmp_path, checkpoints, capsys, size, tile, fragment):
+    slide = _declared_tiff(tmp_path / "huge.tif", size, size, tile)
+    assert slide.stat().st_size < 6_000_000
+    assert main(_predict(slide, checkpoints[0], tmp_path / "out")) == 1  # the slide fails, alone, in one line
+    printed = capsys.readouterr().out
+    assert "FAILED" in printed and fragment in printed

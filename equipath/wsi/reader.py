@@ -203,10 +203,36 @@ def open_slide(source, backend: str = "auto", mpp: float | None = None) -> Slide
             raise ValueError(f"image {path} could not be read ({exc})") from None
         return _ImageReader(pixels, str(path), mpp)
     reader = _open_pyramid(path, backend)
+    try:
+        _check_declared_size(reader, path)
+    except ValueError:
+        reader.close()
+        raise
     if reader.mpp is None and mpp is not None:
         reader.mpp = float(mpp)
     log.debug("opened %r with %s", reader, reader.backend)
     return reader
+
+
+MAX_COARSEST_PIXELS = 2**30  # the coarsest level is read whole (tissue mask, thumbnail): at most a gigapixel
+MIN_BYTES_PER_PIXEL = 1e-3  # real slides hold >= 0.01 bytes per level-0 pixel, even JPEG-compressed background
+_SINGLE_FILE = (".svs", ".tif", ".tiff", ".ndpi", ".scn", ".bif", ".svslide")  # not .mrxs / .vms: data elsewhere
+
+
+def _check_declared_size(reader: SlideReader, path: Path) -> None:
+    """Refuse, in one line, a slide whose declared size cannot be real or cannot be read in reasonable time:
+    a coarsest level above :data:`MAX_COARSEST_PIXELS` (no pyramid: the tissue mask would decode the whole
+    slide), or a single-file slide holding under :data:`MIN_BYTES_PER_PIXEL` bytes per declared pixel (a small
+    file declaring an enormous image, its tiles repeated or missing)."""
+    (w0, h0), (wc, hc) = reader.level_dimensions[0], reader.level_dimensions[-1]
+    if wc * hc > MAX_COARSEST_PIXELS:
+        raise ValueError(f"slide {path} declares {w0} x {h0} pixels with no pyramid level below {wc} x {hc}: "
+                         "finding its tissue would decode the whole image; convert it to a pyramidal TIFF "
+                         "(e.g. vips tiffsave --tile --pyramid)")
+    size = path.stat().st_size
+    if path.suffix.lower() in _SINGLE_FILE and w0 * h0 > 2**28 and size < MIN_BYTES_PER_PIXEL * w0 * h0:
+        raise ValueError(f"slide {path} declares {w0} x {h0} pixels but the file holds only {size} bytes "
+                         f"({size / (w0 * h0):.1e} bytes per pixel): not a real slide (repeated or missing tiles)")
 
 
 def _open_pyramid(path: Path, backend: str) -> SlideReader:
