@@ -47,6 +47,8 @@ EXPECTED = {
     "reproduce": {"--out", "--set", "--device", "--no-progress"},  # --n-seeds: how many seeds per cell
     "synth pcam": {"--out", "--seed", "--workers", "--no-progress"},
     "synth tiles": {"--out", "--seed", "--no-progress"},
+    "synth segmentation": {"--out", "--seed", "--no-progress"},
+    "synth ocelot": {"--out", "--seed", "--no-progress"},
     "synth preview": {"--out", "--seed"},
     "train": {"--set", "--out", "--device", "--seed", "--batch-size", "--workers", "--no-progress"},
     "view": set(),
