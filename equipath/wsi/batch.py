@@ -43,7 +43,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from equipath.atomic import write_json
-from equipath.outdir import LOCK_FILE, OutputLock, check_record, confined, is_done, mark_done, remove, safe_name
+from equipath.outdir import (LOCK_FILE, OutputLock, check_record, confined, is_done, mark_done, remove,
+                             remove_stale_temporaries, safe_name)
 from equipath.wsi.reader import SLIDE_SUFFIXES
 from equipath.processes import die_with_parent
 
@@ -156,6 +157,8 @@ def run_slides(slides, out_root, job, *, workers: int = 1, rank: int | None = No
     out_root = Path(out_root)
     with OutputLock(out_root, LOCK_FILE if rank == 0 else f"{LOCK_FILE}-rank{rank}"):
         out_root = out_root.resolve()
+        if rank == 0:
+            remove_stale_temporaries(out_root)
         if record is not None:
             if resume:
                 check_record(out_root / record_file, record, hint="re-run with --overwrite to redo every slide, "
