@@ -57,3 +57,15 @@ def interleaved(fns: dict, repeats: int, warmup: int = 1, sync=lambda: None) -> 
 def paired_ratios(a: list, b: list) -> list:
     """Per-repeat ratios ``a[r] / b[r]``."""
     return [x / y for x, y in zip(a, b)]
+
+
+MARKDOWN_HEADER = "| benchmark | measurement | value | spread / note |\n|---|---|---|---|\n"
+
+
+def append_rows(path, rows: list) -> None:
+    """Append ``(benchmark, measurement, value, note)`` rows to the one markdown table at ``path`` (its
+    header is written first when the file is new or empty)."""
+    with open(path, "a") as f:
+        if f.tell() == 0:
+            f.write(MARKDOWN_HEADER)
+        f.writelines(f"| {' | '.join(str(c) for c in row)} |\n" for row in rows)

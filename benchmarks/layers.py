@@ -25,7 +25,7 @@ from equipath.nn import GroupConv2d, GroupConvTranspose2d, IsotropicConv2d, Lift
 from equipath.training.device import device_plan
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import interleaved, paired_ratios, spread  # noqa: E402
+from _timing import append_rows, interleaved, paired_ratios, spread  # noqa: E402
 
 
 class PeerConv(nn.Module):
@@ -144,7 +144,9 @@ def main():
         for k, (variant, v) in enumerate(samples.items()):
             r = "" if variant == "folded" else spread(paired_ratios(v.wall, samples["folded"].wall), 1, 3)
             print(f"{name if k == 0 else '':<48}{variant:>10}{spread(v.wall, 1e3):>24}{spread(v.cpu, 1e3):>24}{r:>26}")
-            markdown.append(f"| {name if k == 0 else ''} | {variant} | {spread(v.wall, 1e3)} | {spread(v.cpu, 1e3)} | {r} |")
+            markdown.append((f"layers ({where})", f"{name}: {variant}", f"{statistics.median(v.wall) * 1e3:.2f} ms",
+                             f"IQR {spread(v.wall, 1e3)}; CPU {spread(v.cpu, 1e3)} ms"
+                             + (f"; ratio to folded {r}" if r else "")))
     for note in notes:
         print(note)
 
@@ -162,10 +164,7 @@ def main():
         ms = statistics.median(s.wall) * 1e3
         print(f"  {name:38s} {ms:6.2f} ms  {'ok' if ms <= 5 else 'MISSED'}")
     if args.markdown:
-        with open(args.markdown, "a") as f:
-            f.write(f"\n| layer row ({where}, autocast {plan.amp_dtype}) | variant | wall ms median [IQR] | CPU ms | "
-                    "ratio to folded |\n|---|---|---|---|---|\n" + "\n".join(markdown) + "\n"
-                    + "".join(f"\n{note}\n" for note in notes))
+        append_rows(args.markdown, markdown + [(f"layers ({where})", note, "", "") for note in notes])
 
 
 if __name__ == "__main__":

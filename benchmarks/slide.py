@@ -1,25 +1,40 @@
-"""Whole-slide benchmark on the real CMU slide: fully-convolutional vs patch-by-patch inference of
-``p4m_densenet`` on the same output grid, side by side in one run.
+"""Whole-slide inference at the machine's limit: ``predict_dense`` of ``p4m_densenet`` (K = 64, random
+weights: timing only) at 10x, end to end, against the two bounds it cannot beat, and where the rest goes.
 
-    python benchmarks/slide.py [--mpp 0.972] [--positions 96] [--tile-cells 16] [--batch-size 4] [--device cpu]
+    python benchmarks/slide.py                        # the CMU slide (real H&E, 0.499 um/px, resampled to 10x)
+    python benchmarks/slide.py --large                # a generated Camelyon16-size slide, 1/8 of the area
+    python benchmarks/slide.py --large --area 1       # the full 25,000 x 50,000 px (about 1.25 Gpx) slide
+    python benchmarks/slide.py --plan legacy --tile-cells 16 --batch-size 2 --no-fold   # the previous planner
 
-Both modes read the slide through the same SlideView (10x, resampled from 0.499 um/px) and predict the
-same tissue cells of the grid (stride 32 px, receptive field 96 px). Patch-by-patch is timed on a random
-subset of the tissue cells (``--positions``; all of them with ``--positions 0``) and extrapolated to
-every tissue cell, and its values are checked against the fully-convolutional map. Each mode runs in a
-fresh process, so its peak memory (resident set size on the CPU, ``max_memory_allocated`` on a GPU) is its
-own; CPU time (all threads of the process) is printed beside wall time, as it varies less with the load
-of a shared machine. Weights are random (timing only); a GPU is used when present, in bf16 autocast.
+Definitions (issue 15):
 
-Also measured: the cost of 8x D4 test-time augmentation against built-in equivariance on a 10 x 10-cell
-window, and rotation stability (max |f(T_g x) - T_g f(x)| over D4) of p4m_densenet and of the planar
-``densenet`` baseline with and without TTA. The projection for a Camelyon16-size slide at 10x prints its
-arithmetic and its assumptions.
+* useful work: the multiply-accumulates the tissue cells need with full reuse. The model's cost on an
+  ``h x w``-cell tile is exactly ``A h w + B (h + w) + C`` (:class:`equipath.wsi.inference.TileCost`,
+  counted on the model); useful = ``A * tissue cells + B / 2 * tissue perimeter (cell edges)``: every cell
+  once, plus the receptive-field margin of the tissue's own outline.
+* roofline: the useful work at the multiply-accumulate rate of a plain conv stack (3x3 convolutions,
+  256 channels, 128 x 128 px, float32, the same process and device) measured in the same run.
+* decode rate: level-0 megapixels per second the slide's reader decodes (JPEG) over the tissue tiles,
+  measured in the same run on the same threads as the run; decode bound = tissue level-0 pixels at that rate.
+* fraction of roofline (of decode rate) = bound time / measured wall time; target >= 0.8 of the larger bound.
+
+Where the time goes: the work computed beyond the useful (cells off tissue, tile margins) in MACs and in
+seconds at the measured model rate; reading split into decoding and resampling; the model on tiles
+already in memory; and the rest of the wall time (reading not hidden behind compute, Python, writing the
+map). Each slide runs in a fresh process, so the peak resident memory (``resource.getrusage``; CUDA:
+``max_memory_allocated``) is that run's own. ``--large`` writes the slide (JPEG tiles via tifffile, a
+pyramid at 8x and 32x, about a third tissue from real CMU tiles and the synthetic generator) into a
+temporary folder and deletes it afterwards.
 """
 
 import argparse
+import math
 import os
 import resource
+import shutil
+import statistics
+import sys
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -27,28 +42,90 @@ from pathlib import Path
 
 import numpy as np
 
-from equipath.wsi.inference import plan_tiles
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import append_rows  # noqa: E402
 
 CMU = Path(__file__).resolve().parents[1] / "tests" / "data" / "CMU-1-Small-Region.svs"
-# A Camelyon16 slide, e.g. tumor_001.tif: 97,792 x 221,184 pixels at 0.243 um/px (level 0).
-CAMELYON_LEVEL0, CAMELYON_MPP = (97_792, 221_184), 0.243
+LARGE_SIZE, LARGE_MPP, LARGE_TILE = (50_000, 25_000), 0.97, 512  # (W, H): Camelyon16 at 10x
 
 
-def _device(name):
-    import torch
+# ------------------------------------------------------------------------------------------ the large slide
+def _tissue_bank(seed: int, n_cmu: int = 24, n_synthetic: int = 4) -> list:
+    """512 x 512 tissue tiles: crops of the CMU slide halved to 0.998 um/px (tissue only), and synthetic
+    tiles (256 x 256, four D4 poses of one tile side by side)."""
+    from equipath.data.synthetic import synthetic_tile
+    from equipath.wsi import open_slide
 
-    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    rng = np.random.default_rng(seed)
+    with open_slide(CMU) as slide:
+        full = slide.read_region(0, 0, *slide.dimensions)
+    h, w = full.shape[0] // 2, full.shape[1] // 2
+    cmu = full[:2 * h, :2 * w].reshape(h, 2, w, 2, 3).mean(axis=(1, 3)).astype(np.uint8)
+    bank = []
+    while len(bank) < n_cmu:
+        y, x = rng.integers(0, cmu.shape[0] - LARGE_TILE), rng.integers(0, cmu.shape[1] - LARGE_TILE)
+        crop = cmu[y:y + LARGE_TILE, x:x + LARGE_TILE]
+        if (crop.min(axis=2) < 200).mean() > 0.6:  # mostly stained tissue
+            bank.append(np.ascontiguousarray(crop))
+    for i in range(n_synthetic):
+        q = synthetic_tile(i, seed=seed, size=(LARGE_TILE // 2, LARGE_TILE // 2)).image
+        bank.append(np.concatenate([np.concatenate([q, np.rot90(q)], 1),
+                                    np.concatenate([np.rot90(q, 2), np.rot90(q, 3)], 1)], 0))
+    return bank
 
 
-def _sync(device):
-    import torch
+def write_large_slide(path: Path, width: int, height: int, seed: int = 0) -> dict:
+    """A JPEG-tiled pyramidal TIFF ``width x height`` at 0.97 um/px: blobs of tissue (about a third of the
+    area) filled with tiles of the bank (random D4 poses), white glass with noise elsewhere."""
+    import tifffile
 
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    from equipath.data.tissue import resize_nearest
+
+    rng = np.random.default_rng(seed)
+    bank = _tissue_bank(seed)
+    t = LARGE_TILE
+    rows, cols = math.ceil(height / t), math.ceil(width / t)
+    # tissue mask at 1/64: a few ellipses, grown until about a third of the slide is covered
+    mh, mw = math.ceil(height / 64), math.ceil(width / 64)
+    yy, xx = np.mgrid[:mh, :mw]
+    mask = np.zeros((mh, mw), bool)
+    while mask.mean() < 1 / 3:
+        cy, cx = rng.uniform(0, mh), rng.uniform(0, mw)
+        ry, rx = rng.uniform(0.05, 0.2) * mh, rng.uniform(0.05, 0.2) * mw
+        mask |= ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1
+    levels = {8: np.empty((height // 8, width // 8, 3), np.uint8), 32: np.empty((height // 32, width // 32, 3), np.uint8)}
+
+    def tiles():
+        for r in range(rows):
+            for c in range(cols):
+                glass = (240 + rng.integers(-4, 5, (t, t, 1))).astype(np.uint8).repeat(3, axis=2)
+                block = mask[r * 8:(r + 1) * 8, c * 8:(c + 1) * 8]
+                if block.any():
+                    k = rng.integers(len(bank))
+                    tissue = np.rot90(bank[k], rng.integers(4))
+                    tissue = tissue[:, ::-1] if rng.random() < 0.5 else tissue
+                    full = np.zeros((8, 8), bool)
+                    full[:block.shape[0], :block.shape[1]] = block
+                    m = resize_nearest(full, (t, t))[..., None]
+                    glass = np.where(m, tissue, glass)
+                y0, x0 = r * t, c * t
+                for f, level in levels.items():
+                    part = glass[::f, ::f][: max(0, level.shape[0] - y0 // f), : max(0, level.shape[1] - x0 // f)]
+                    level[y0 // f:y0 // f + part.shape[0], x0 // f:x0 // f + part.shape[1]] = part
+                yield glass
+
+    options = dict(photometric="rgb", compression="jpeg", compressionargs={"level": 90}, tile=(t, t),
+                   resolutionunit="CENTIMETER")
+    with tifffile.TiffWriter(path, bigtiff=True) as tif:
+        tif.write(tiles(), shape=(rows * t, cols * t, 3), dtype=np.uint8,
+                  resolution=(1e4 / LARGE_MPP, 1e4 / LARGE_MPP), **options)
+        for f, level in levels.items():
+            tif.write(level, subfiletype=1, resolution=(1e4 / (LARGE_MPP * f),) * 2, **options)
+    return {"size": (cols * t, rows * t), "tissue_fraction": float(mask.mean())}
 
 
-def _peak(device) -> float:
-    """Peak memory in MiB: GPU allocations on CUDA, else the process's peak resident set size."""
+# ------------------------------------------------------------------------------------------ measurements
+def _peak_mib(device) -> float:
     import torch
 
     if device.type == "cuda":
@@ -56,94 +133,180 @@ def _peak(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _setup(args):
+def legacy_band_tiles(cells: np.ndarray, tile_cells: int) -> list:
+    """The previous planner (before issue 15), for the before/after comparison: bands of ``tile_cells``
+    rows cut into runs of tissue columns (gaps under 4 cells merged), each run into equal pieces."""
+    tiles = []
+    for i in range(0, cells.shape[0], tile_cells):
+        h = min(tile_cells, cells.shape[0] - i)
+        band = np.flatnonzero(cells[i:i + h].any(axis=0))
+        if not len(band):
+            continue
+        for run in np.split(band, np.flatnonzero(np.diff(band) > 3) + 1):
+            length = int(run[-1] + 1 - run[0])
+            width = -(-length // -(-length // tile_cells))
+            tiles += [(i, int(j), h, min(width, int(run[-1]) + 1 - int(j))) for j in range(run[0], run[-1] + 1, width)]
+    return tiles
+
+
+def _perimeter(cells: np.ndarray) -> int:
+    """Cell edges between tissue and non-tissue (the slide's outside counts as non-tissue)."""
+    p = np.pad(cells, 1)
+    return int((p[1:] != p[:-1]).sum() + (p[:, 1:] != p[:, :-1]).sum())
+
+
+def _conv_stack(model, side: int, device):
+    """The model's own convolutions (folded: plain ``nn.Conv2d``), each on a random input of the shape it
+    gets on a ``side x side`` px tile, as a plain stack: the same arithmetic without anything else."""
+    import torch
+
+    shapes = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: shapes.append((mod, tuple(inp[0].shape))))
+             for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.inference_mode():
+        model.forward_dense(torch.zeros(1, 3, side, side, device=device))
+    for hook in hooks:
+        hook.remove()
+    inputs = [(mod, torch.rand(shape, device=device)) for mod, shape in shapes]
+    macs = sum(mod(x).numel() * mod.weight[0].numel() for mod, x in inputs)
+
+    def run():
+        with torch.inference_mode():
+            for mod, x in inputs:
+                mod(x)
+    return run, macs
+
+
+def _generic_stack(device):
+    """3x3 convolutions, 256 channels, 128 x 128 px, float32: what this device does at its best."""
+    import torch
+
+    stack = torch.nn.Sequential(*[torch.nn.Conv2d(256, 256, 3, padding=1, bias=False) for _ in range(2)]).to(device)
+    x = torch.rand(1, 256, 128, 128, device=device)
+
+    def run():
+        with torch.inference_mode():
+            stack(x)
+    return run, 2 * 128 * 128 * 256 * 256 * 9
+
+
+def _rates(model, side: int, device, repeats: int = 3) -> dict:
+    """MACs per wall second and per CPU second of the roofline stack (the model's own convolutions) and of
+    the generic stack, timed interleaved."""
+    import torch
+
+    from _timing import interleaved
+
+    own, own_macs = _conv_stack(model, side, device)
+    generic, generic_macs = _generic_stack(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    t = interleaved({"own": own, "generic": generic}, repeats, warmup=1, sync=sync)
+    return {"own_wall": own_macs / statistics.median(t["own"].wall), "own_cpu": own_macs / statistics.median(t["own"].cpu),
+            "generic_wall": generic_macs / statistics.median(t["generic"].wall),
+            "generic_cpu": generic_macs / statistics.median(t["generic"].cpu)}
+
+
+def measure(args, slide_path: str) -> dict:
+    """One slide, in this (fresh) process: end-to-end run, bounds and breakdown."""
     import torch
 
     from equipath.models import create_model
-    from equipath.wsi import Grid, SlideView, open_slide, tissue_cells
+    from equipath.training.device import device_plan
+    from equipath.wsi import Grid, SlideView, open_slide, predict_dense, tissue_cells
+    from equipath.wsi.inference import TileCost, _Runner, memory_plan, plan_tiles
 
     torch.manual_seed(0)
-    device = _device(args.device)
-    model = create_model("p4m_densenet").eval().to(device)
-    slide = open_slide(CMU)
-    view = SlideView.at(slide, mpp=args.mpp)
+    plan = device_plan(args.device or "auto")
+    model = create_model("p4m_densenet").eval()
+    reader = open_slide(slide_path)
+    view = SlideView.at(reader, mpp=args.mpp)
     grid = Grid.for_view(view, model)
     t0 = time.perf_counter()
     _, _, cells = tissue_cells(view, grid)
-    return device, model, view, grid, cells, time.perf_counter() - t0
+    tissue_s = time.perf_counter() - t0
+    s, rf = grid.stride, grid.receptive_field
+    before = _peak_mib(plan.device)
+    legacy = args.plan == "legacy"
+    kwargs = dict(tile_cells=args.tile_cells, batch_size=args.batch_size, device=plan, fold=not args.no_fold,
+                  progress=False)
+    with torch.inference_mode():  # warm-up: one 2 x 2-cell tile (first-call initialisation of torch)
+        model.forward_dense(torch.rand(1, 3, s + rf, s + rf, device=plan.device))
+    if legacy:
+        import equipath.wsi.inference as inference
 
-
-def run_dense(args):
-    import torch
-
-    from equipath.wsi import predict_dense
-
-    device, model, view, grid, cells, tissue_s = _setup(args)
-    before = _peak(device)
-    size = (args.tile_cells - 1) * grid.stride + grid.receptive_field
-    with torch.inference_mode():  # warm-up: one tile
-        model.forward_dense(torch.rand(1, 3, size, size, device=device))
-    _sync(device)
-    kwargs = dict(tile_cells=args.tile_cells, batch_size=args.batch_size, device=device, progress=False)
+        planner, inference.plan_tiles = inference.plan_tiles, lambda c, t, cost=None: legacy_band_tiles(c, t)
     t0, c0 = time.perf_counter(), time.process_time()
     prob = predict_dense(model, view, grid, cells, **kwargs)
-    _sync(device)
-    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return {"seconds": seconds, "cpu": cpu, "peak": _peak(device), "before": before, "prob": np.asarray(prob), "cells": cells,
-            "grid": grid, "tissue_s": tissue_s, "view_shape": view.shape, "device": str(device)}
+    if plan.device.type == "cuda":
+        torch.cuda.synchronize()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    peak = _peak_mib(plan.device)
+    if legacy:
+        inference.plan_tiles = planner
 
+    # the plan predict_dense used, and its work
+    runner = _Runner(model, None, plan, fold=not args.no_fold)
+    cost = TileCost.of_model(runner.model)
+    auto_cells, auto_batch = memory_plan(runner.model, plan.device)
+    tile_cells, batch_size = args.tile_cells or auto_cells, args.batch_size or auto_batch
+    tiles = legacy_band_tiles(cells, tile_cells) if legacy else plan_tiles(cells, tile_cells, cost)
+    n = int(cells.sum())
+    computed_cells = sum(h * w for *_, h, w in tiles)
+    computed = sum(cost(h, w) for *_, h, w in tiles)
+    useful = cost.A * n + cost.B / 2 * _perimeter(cells)
+    off_tissue = cost.A * (computed_cells - n)
+    margins = computed - cost.A * computed_cells
 
-def run_patches(args, positions):
-    from equipath.wsi import predict_patches
-
-    device, model, view, grid, _, _ = _setup(args)
-    before = _peak(device)
-    predict_patches(model, view, grid, positions[:8], batch_size=8, device=device, progress=False)  # warm-up
-    _sync(device)
-    t0, c0 = time.perf_counter(), time.process_time()
-    values = predict_patches(model, view, grid, positions, batch_size=args.patch_batch, device=device, progress=False)
-    _sync(device)
-    return {"seconds": time.perf_counter() - t0, "cpu": time.process_time() - c0, "peak": _peak(device),
-            "before": before, "values": values}
-
-
-def run_tta_and_stability(args):
-    """TTA cost and D4 stability on a 10 x 10-cell square window of the slide (a symmetric grid)."""
-    import torch
-
-    from equipath.groups import get_group
-    from equipath.models import create_model
-    from equipath.wsi import Grid, SlideView, open_slide, predict_dense
-
-    device, p4m, view, grid, cells, _ = _setup(args)
-    rows, cols = np.nonzero(cells)
-    i0, j0 = int(np.median(rows)) - 5, int(np.median(cols)) - 5
-    image = view.read(j0 * 32, i0 * 32, 320, 320)
-    d4 = get_group("p4m")
-    torch.manual_seed(0)
-    baseline = create_model("densenet").eval().to(device)
-
-    def predict(model, img, tta):
-        v = SlideView.at(open_slide(np.ascontiguousarray(img)))
+    # breakdown on a sample of tiles (all of them unless --sample): read, decode, model
+    rng = np.random.default_rng(0)
+    sample = tiles if args.sample <= 0 or args.sample >= len(tiles) else \
+        [tiles[k] for k in sorted(rng.choice(len(tiles), args.sample, replace=False))]
+    share = sum(cost(h, w) for *_, h, w in sample) / computed
+    read_s = decode_s = model_s = model_cpu = 0.0
+    level0_px = 0
+    f, ds = view.factor, reader.level_downsamples[view.level]
+    predictor = _dense(runner)
+    for i, j, h, w in sample:
+        x, y = grid.patch_origin(i, j)
+        W, H = (w - 1) * s + rf, (h - 1) * s + rf
         t0 = time.perf_counter()
-        p = predict_dense(model, v, Grid.for_view(v, model), tile_cells=10, batch_size=1, device=device,
-                          tta=tta, progress=False)
-        _sync(device)
-        return np.asarray(p), time.perf_counter() - t0
+        pixels = view.read(x, y, W, H)
+        read_s += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        reader.read_region(math.floor(x * f), math.floor(y * f), math.ceil(W * f), math.ceil(H * f), view.level)
+        decode_s += time.perf_counter() - t0
+        level0_px += math.ceil(W * f * ds) * math.ceil(H * f * ds)
+        t0, c0 = time.perf_counter(), time.process_time()
+        runner.probabilities(predictor, np.array(pixels)[None])
+        if plan.device.type == "cuda":
+            torch.cuda.synchronize()
+        model_s += time.perf_counter() - t0
+        model_cpu += time.process_time() - c0
+    read_s, decode_s, model_s, model_cpu = read_s / share, decode_s / share, model_s / share, model_cpu / share
+    side = (int(np.clip(round(math.sqrt(computed_cells / len(tiles))), 2, 16)) - 1) * s + rf  # a typical tile
+    rates = _rates(runner.model, side, plan.device)
+    decode_rate = level0_px / (decode_s * share)  # level-0 px per second
+    tissue_level0 = n * (s * grid.downsample) ** 2
+    roofline_s, decode_bound_s = useful / rates["own_wall"], tissue_level0 / decode_rate
+    roofline_cpu = useful / rates["own_cpu"]
+    model_rate = computed / model_s
+    return {
+        "slide": Path(slide_path).name, "device": str(plan.device), "view": view.shape, "grid": grid.shape,
+        "tissue_cells": n, "tissue_mpx": n * s * s / 1e6, "tissue_s": tissue_s, "wall": wall, "cpu": cpu,
+        "peak": peak, "before": before, "tiles": len(tiles), "tile_cells": tile_cells, "batch_size": batch_size,
+        "computed_cells": computed_cells, "useful": useful, "computed": computed, "off_tissue": off_tissue,
+        "margins": margins, "useful_margin": cost.B / 2 * _perimeter(cells), "rates": rates, "rate": rates["own_wall"],
+        "model_rate": model_rate, "model_cpu": model_cpu, "roofline_cpu": roofline_cpu, "stack_side": side,
+        "decode_rate": decode_rate, "roofline_s": roofline_s, "decode_bound_s": decode_bound_s,
+        "read_s": read_s, "decode_s": decode_s, "model_s": model_s, "sampled": len(sample),
+        "prob_checksum": float(np.asarray(prob)[cells].sum()), "plan": args.plan, "fold": not args.no_fold,
+    }
 
-    def act(img, g):  # the planar action on an (H, W, 3) image, through the group module
-        return d4.transform(img.transpose(2, 0, 1), g).transpose(1, 2, 0)
 
-    def instability(model, tta):
-        ref, _ = predict(model, image, tta)
-        return max(np.abs(predict(model, act(image, g), tta)[0] - d4.transform(ref, g)).max() for g in range(1, 8))
+def _dense(runner):
+    from equipath.wsi.inference import _predictor
 
-    predict(p4m, image, False)  # warm-up
-    plain, t_plain = predict(p4m, image, False)
-    tta, t_tta = predict(p4m, image, True)
-    return {"t_plain": t_plain, "t_tta": t_tta, "p4m_tta_change": float(np.abs(tta - plain).max()),
-            "p4m": instability(p4m, False), "densenet": instability(baseline, False),
-            "densenet_tta": instability(baseline, True)}
+    return _predictor(runner.model, dense=True, tta=False)
 
 
 def _in_fresh_process(fn, *args):
@@ -151,86 +314,97 @@ def _in_fresh_process(fn, *args):
         return pool.submit(fn, *args).result()
 
 
+def report(r: dict, title: str) -> list:
+    print(f"\n{title}: {r['slide']}, p4m_densenet (K=64, random weights), device {r['device']}, planner {r['plan']}, "
+          f"fold {r['fold']}")
+    print(f"  view {r['view'][1]:,} x {r['view'][0]:,} px at 10x; grid {r['grid'][1]} x {r['grid'][0]} cells of 32 px; "
+          f"{r['tissue_cells']:,} tissue cells = {r['tissue_mpx']:.1f} Mpx (tissue detection {r['tissue_s']:.1f} s)")
+    print(f"  plan: {r['tiles']} tiles of at most {r['tile_cells']}^2 cells, batches of {r['batch_size']}; "
+          f"{r['computed_cells']:,} cells computed for {r['tissue_cells']:,} tissue cells "
+          f"({r['computed_cells'] / r['tissue_cells']:.2f}x)")
+    bound = max(r["roofline_s"], r["decode_bound_s"])
+    print(f"  end to end: wall {r['wall']:.1f} s, CPU {r['cpu']:.1f} s, tissue {r['tissue_mpx'] / r['wall']:.3f} Mpx/s, "
+          f"peak memory {r['peak']:,.0f} MiB ({r['before']:,.0f} MiB before the run)")
+    g = r["rates"]
+    print(f"  roofline: useful {r['useful'] / 1e12:.3f} TMAC at the rate of the model's own convolutions as a plain "
+          f"stack ({r['stack_side']} px tile): {g['own_wall'] / 1e9:.1f} GMAC/s wall = {r['roofline_s']:.1f} s -> "
+          f"fraction of roofline {r['roofline_s'] / r['wall']:.2f} (wall); {g['own_cpu'] / 1e9:.1f} GMAC per CPU-s = "
+          f"{r['roofline_cpu']:.1f} CPU-s -> {r['roofline_cpu'] / r['cpu']:.2f} (CPU time)")
+    print(f"  (a generic 256-channel 3x3 stack runs {g['generic_wall'] / 1e9:.1f} GMAC/s wall, "
+          f"{g['generic_cpu'] / 1e9:.1f} GMAC per CPU-s: fraction {r['useful'] / g['generic_cpu'] / r['cpu']:.2f} "
+          f"of that in CPU time)")
+    print(f"  decode: {r['decode_rate'] / 1e6:.1f} level-0 Mpx/s -> tissue decode bound {r['decode_bound_s']:.1f} s "
+          f"-> fraction of decode rate {r['decode_bound_s'] / r['wall']:.2f}")
+    print(f"  fraction of the larger bound (target >= 0.80): {bound / r['wall']:.2f} (wall), "
+          f"{max(r['roofline_cpu'], r['decode_bound_s']) / r['cpu']:.2f} (CPU time)")
+    per_s = r["model_s"] / r["computed"]  # seconds per computed MAC at the model's measured rate
+    print(f"  where the work goes (MACs): useful cells {r['useful'] - r['useful_margin']:.3g} + tissue outline margin "
+          f"{r['useful_margin']:.3g} | computed {r['computed']:.3g}: cells off tissue {r['off_tissue']:.3g} "
+          f"({r['off_tissue'] / r['computed']:.0%}), tile margins {r['margins']:.3g} ({r['margins'] / r['computed']:.0%})")
+    print(f"  where the time goes (s; measured serially on {r['sampled']} of {r['tiles']} tiles, scaled by MACs):")
+    print(f"    model on tiles in memory {r['model_s']:.1f} s, {r['model_cpu']:.1f} CPU-s ({r['model_rate'] / 1e9:.1f} GMAC/s = "
+          f"{r['model_rate'] / r['rate']:.2f} of the plain stack): useful {r['useful'] * per_s:.1f}, off-tissue cells "
+          f"{r['off_tissue'] * per_s:.1f}, tile margins beyond the outline {(r['margins'] - r['useful_margin']) * per_s:.1f}")
+    print(f"    reading {r['read_s']:.1f} s = decoding {r['decode_s']:.1f} + resampling {r['read_s'] - r['decode_s']:.1f} "
+          f"(in {2} threads beside the model)")
+    print(f"    rest of the wall time (reading not hidden, Python, writing the map): "
+          f"{r['wall'] - r['model_s']:.1f} s")
+    name = f"slide {r['slide']} ({r['device']}, planner {r['plan']})"
+    return [(name, "end to end wall / CPU s", f"{r['wall']:.1f}", f"CPU {r['cpu']:.1f} s"),
+            (name, "tissue Mpx/s", f"{r['tissue_mpx'] / r['wall']:.3f}", f"{r['tissue_mpx']:.1f} Mpx of tissue"),
+            (name, "fraction of roofline (wall; CPU time)", f"{r['roofline_s'] / r['wall']:.2f}",
+             f"{r['roofline_cpu'] / r['cpu']:.2f} in CPU time; own convs as a plain stack {r['rate'] / 1e9:.1f} GMAC/s"),
+            (name, "fraction of decode rate", f"{r['decode_bound_s'] / r['wall']:.2f}",
+             f"{r['decode_rate'] / 1e6:.1f} level-0 Mpx/s"),
+            (name, "peak memory MiB", f"{r['peak']:,.0f}", f"{r['before']:,.0f} before the run"),
+            (name, "cells computed / tissue cells", f"{r['computed_cells'] / r['tissue_cells']:.2f}",
+             f"{r['tiles']} tiles")]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mpp", type=float, default=0.972, help="model resolution (default 0.972: 10x)")
-    parser.add_argument("--positions", type=int, default=96, help="tissue cells timed patch by patch (0: all)")
-    parser.add_argument("--tile-cells", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=2, help="tiles per forward pass")
-    parser.add_argument("--patch-batch", type=int, default=64, help="patches per forward pass")
+    parser.add_argument("--large", action="store_true", help="generate and time a Camelyon16-size slide")
+    parser.add_argument("--area", type=float, default=0.125,
+                        help="with --large: fraction of the 25,000 x 50,000 px area (default 1/8; 1 = full size)")
+    parser.add_argument("--tile-cells", type=int, help="largest tile side in cells (default: from memory)")
+    parser.add_argument("--batch-size", type=int, help="tiles per forward pass (default: from memory)")
+    parser.add_argument("--no-fold", action="store_true", help="run the group layers unfolded")
+    parser.add_argument("--plan", choices=("tissue", "legacy"), default="tissue",
+                        help="tiles following the tissue (default) or the previous band planner")
+    parser.add_argument("--sample", type=int, default=0, help="tiles timed for the breakdown (0: all)")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
-    parser.add_argument("--tissue-fraction", type=float, default=0.3,
-                        help="tissue fraction assumed for the Camelyon16 projection (default 0.3)")
-    parser.add_argument("--no-tta", action="store_true", help="skip the TTA / stability measurements")
+    parser.add_argument("--keep", help="with --large: write the slide here and keep it")
+    parser.add_argument("--markdown", help="append the rows to this markdown table")
     args = parser.parse_args()
 
     import torch
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, os.cpu_count() = {os.cpu_count()}, "
           f"load average {os.getloadavg()[0]:.1f}")
-    dense = _in_fresh_process(run_dense, args)
-    grid, cells = dense["grid"], dense["cells"]
-    tissue = np.argwhere(cells)
-    n_tissue = len(tissue)
-    rng = np.random.default_rng(0)
-    subset = tissue if args.positions <= 0 or args.positions >= n_tissue else \
-        tissue[rng.choice(n_tissue, args.positions, replace=False)]
-    patches = _in_fresh_process(run_patches, args, subset)
-    agreement = np.abs(dense["prob"][subset[:, 0], subset[:, 1]] - patches["values"]).max()
-    t_dense = dense["seconds"]
-    t_patch = patches["seconds"] * n_tissue / len(subset)
-    cpu_dense, cpu_patch = dense["cpu"], patches["cpu"] * n_tissue / len(subset)
-    s = grid.stride
-    tissue_mpx = n_tissue * s * s / 1e6
-
-    print(f"\nCMU-1-Small-Region.svs (real H&E), p4m_densenet (K=64, random weights), device {dense['device']}")
-    print(f"view {dense['view_shape'][1]} x {dense['view_shape'][0]} px at {args.mpp} um/px; grid "
-          f"{grid.shape[1]} x {grid.shape[0]} cells of {s} px, {n_tissue} tissue cells = {tissue_mpx:.3f} Mpx of tissue "
-          f"(tissue detection {dense['tissue_s']:.2f} s)")
-    print(f"{'mode':<28}{'wall s':>10}{'CPU s':>10}{'peak MiB':>11}{'(before run)':>14}{'tissue Mpx/s':>14}")
-    print(f"{'fully-convolutional':<28}{t_dense:>10.2f}{cpu_dense:>10.2f}{dense['peak']:>11.0f}{dense['before']:>14.0f}"
-          f"{tissue_mpx / t_dense:>14.4f}")
-    print(f"{'patch-by-patch (extrap.)':<28}{t_patch:>10.2f}{cpu_patch:>10.2f}{patches['peak']:>11.0f}"
-          f"{patches['before']:>14.0f}{tissue_mpx / t_patch:>14.4f}")
-    print(f"patch-by-patch measured on {len(subset)} of {n_tissue} tissue cells in {patches['seconds']:.2f} s, "
-          f"extrapolated x {n_tissue / len(subset):.2f}")
-    print(f"speed-up fully-convolutional / patch-by-patch: {t_patch / t_dense:.1f}x in wall time, "
-          f"{cpu_patch / cpu_dense:.1f}x in CPU time (target >= 20x)")
-    rf = grid.receptive_field
-    tiles = plan_tiles(cells, args.tile_cells)
-    dense_px = sum(((h - 1) * s + rf) * ((w - 1) * s + rf) for _, _, h, w in tiles)
-    patch_px = n_tissue * rf * rf
-    print(f"input pixels through the model: fully-convolutional {len(tiles)} tiles of up to {args.tile_cells}^2 "
-          f"cells = {dense_px / 1e6:.2f} Mpx, patch-by-patch {n_tissue} x {rf}^2 = {patch_px / 1e6:.2f} Mpx "
-          f"(ratio {patch_px / dense_px:.1f}x; at most (rf / s)^2 = {(rf / s) ** 2:.0f}x, on solid tissue)")
-    print(f"per input pixel: fully-convolutional {dense_px / 1e6 / t_dense:.4f} Mpx/s, patch-by-patch "
-          f"{patch_px / 1e6 / t_patch:.4f} Mpx/s")
-    print(f"max |fully-convolutional - patch-by-patch| on the timed cells: {agreement:.2e}")
-
-    w0, h0 = CAMELYON_LEVEL0
-    factor = args.mpp / CAMELYON_MPP
-    w, h = w0 / factor, h0 / factor
-    total_mpx = w * h / 1e6
-    camelyon_tissue = total_mpx * args.tissue_fraction
-    rate = tissue_mpx / t_dense
-    print("\nProjection for a Camelyon16 slide at 10x:")
-    print(f"  {w0:,} x {h0:,} px at {CAMELYON_MPP} um/px -> / {factor:.2f} -> {w:,.0f} x {h:,.0f} px = "
-          f"{total_mpx:,.0f} Mpx at {args.mpp} um/px")
-    print(f"  x {args.tissue_fraction} tissue (assumed) = {camelyon_tissue:,.0f} Mpx of tissue")
-    print(f"  / {rate:.4f} Mpx/s (measured above) = {camelyon_tissue / rate:,.0f} s "
-          f"= {camelyon_tissue / rate / 60:,.1f} min fully-convolutional on {dense['device']}")
-    print(f"  patch by patch: {camelyon_tissue / (tissue_mpx / t_patch) / 3600:,.1f} h")
-    print("  (the target of < 60 s per slide applies to an H100; the figures above are for this device)")
-
-    if not args.no_tta:
-        st = _in_fresh_process(run_tta_and_stability, args)
-        print("\nD4 test-time augmentation vs built-in equivariance (10 x 10-cell window, random weights):")
-        print(f"  p4m_densenet: {st['t_plain']:.2f} s plain, {st['t_tta']:.2f} s with 8x TTA "
-              f"({st['t_tta'] / st['t_plain']:.1f}x); max |TTA - plain| = {st['p4m_tta_change']:.1e}")
-        print("  max |f(T_g x) - T_g f(x)| over the 7 non-identity elements of D4 (probabilities):")
-        print(f"    p4m_densenet          {st['p4m']:.1e}")
-        print(f"    densenet (planar)     {st['densenet']:.1e}")
-        print(f"    densenet + 8x TTA     {st['densenet_tta']:.1e}")
+    rows = []
+    if not args.large:
+        rows += report(_in_fresh_process(measure, args, str(CMU)), "CMU slide")
+    else:
+        folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="equipath_large_"))
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "large_10x.tif"
+        try:
+            scale = math.sqrt(args.area)
+            width, height = (max(LARGE_TILE, round(v * scale / LARGE_TILE) * LARGE_TILE) for v in LARGE_SIZE)
+            t0 = time.perf_counter()
+            info = _in_fresh_process(write_large_slide, path, width, height)
+            print(f"\nwrote {path} ({path.stat().st_size / 2**20:,.0f} MiB): {info['size'][0]:,} x {info['size'][1]:,} px at "
+                  f"{LARGE_MPP} um/px (level 0; pyramid 8x, 32x), JPEG tiles of {LARGE_TILE}, "
+                  f"{info['tissue_fraction']:.0%} tissue (mask), area {args.area:g} of Camelyon16 at 10x, "
+                  f"in {time.perf_counter() - t0:.0f} s")
+            rows += report(_in_fresh_process(measure, args, str(path)),
+                           f"generated slide, {args.area:g} of the Camelyon16 area")
+        finally:
+            if not args.keep:
+                shutil.rmtree(folder, ignore_errors=True)
+    if args.markdown:
+        append_rows(args.markdown, rows)
 
 
 if __name__ == "__main__":

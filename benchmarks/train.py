@@ -41,7 +41,7 @@ from equipath.nn import fold_model
 from equipath.training.device import device_plan
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import interleaved, paired_ratios, quartiles, spread  # noqa: E402
+from _timing import append_rows, interleaved, paired_ratios, quartiles, spread  # noqa: E402
 
 PCAM_TRAIN = 262_144
 VARIANTS = ("p4m_densenet", "p4m_densenet (folded)", "densenet_m", "densenet")
@@ -104,8 +104,9 @@ def report(title: str, result: dict, batch: int, repeats: int, markdown: list) -
         ns_mac = t / (3 * macs * batch) * 1e9  # a training step is about 3 forward passes of arithmetic
         print(f"{name:<24}{params:>10,}{macs / 1e9:>11.3f}{spread(wall, 1, 3):>22}{spread(cpu, 1, 3):>22}"
               f"{batch / t:>10.1f}{ns_mac:>8.3f}{epoch / 60:>9.1f} min")
-        rows.append(f"| {title} | {name} | {params:,} | {macs / 1e9:.3f} | {spread(wall, 1, 3)} | {spread(cpu, 1, 3)} | "
-                    f"{batch / t:.1f} | {epoch:.0f} s |")
+        rows.append((f"train step ({title})", f"{name}: s/step, batch {batch}", f"{t:.3f}",
+                     f"IQR {spread(wall, 1, 3)}; CPU {spread(cpu, 1, 3)}; {batch / t:.1f} patches/s; "
+                     f"PCam epoch (262,144 patches) projected {epoch:.0f} s"))
     p4m, folded, planar = (samples[n] for n in VARIANTS[:3])
     over_wall = paired_ratios(p4m.wall, folded.wall)
     over_cpu = paired_ratios(p4m.cpu, folded.cpu)
@@ -120,9 +121,11 @@ def report(title: str, result: dict, batch: int, repeats: int, markdown: list) -
     print(f"time over MACs against densenet_m (plain convolutions): p4m_densenet has {mac_ratio:.2f}x its MACs, "
           f"step-time ratio {spread(time_ratio)}, time-per-MAC ratio {spread(per_mac)} (1.00 = as fast per MAC)")
     markdown += rows
-    markdown.append(f"| {title} | overhead p4m_densenet / folded | | | {spread([r - 1 for r in over_wall], 100, 1)} % "
-                    f"| {spread([r - 1 for r in over_cpu], 100, 1)} % | | |")
-    markdown.append(f"| {title} | time per MAC p4m_densenet / densenet_m | | | {spread(per_mac)} | | | |")
+    markdown.append((f"train step ({title})", "overhead p4m_densenet over its folded copy (wall)",
+                     f"{(q2 - 1) * 100:+.1f} %", f"IQR {spread([r - 1 for r in over_wall], 100, 1)} %; "
+                     f"CPU {spread([r - 1 for r in over_cpu], 100, 1)} %"))
+    markdown.append((f"train step ({title})", "time per MAC p4m_densenet / densenet_m", f"{statistics.median(per_mac):.2f}",
+                     f"IQR {spread(per_mac)}"))
 
 
 def main() -> None:
@@ -159,9 +162,7 @@ def main() -> None:
                     report(f"{name}, {title}", measure(plan, args.batch, args.repeats, False), args.batch,
                            args.repeats, markdown)
     if args.markdown:
-        with open(args.markdown, "a") as f:
-            f.write("\n| run | variant | weights | GMAC/patch | wall s/step median [IQR] | CPU s/step | patches/s "
-                    "| PCam epoch (262,144) |\n|---|---|---|---|---|---|---|---|\n" + "\n".join(markdown) + "\n")
+        append_rows(args.markdown, markdown)
 
 
 if __name__ == "__main__":

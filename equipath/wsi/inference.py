@@ -51,11 +51,13 @@ from tqdm.auto import tqdm
 
 from equipath.analysis.tta import GroupTTA
 from equipath.nn import fold_model
+from equipath.nn.conv import CachedFilter
 from equipath.training.device import DevicePlan, device_plan
 from equipath.wsi.reader import SlideView
 from equipath.wsi.tissue import TissueOptions, tissue_mask
 
-__all__ = ["Grid", "tissue_cells", "plan_tiles", "predict_dense", "predict_patches", "check_dense_model"]
+__all__ = ["Grid", "tissue_cells", "TileCost", "plan_tiles", "memory_plan", "predict_dense", "predict_patches",
+           "check_dense_model"]
 
 log = logging.getLogger(__name__)
 
@@ -196,29 +198,195 @@ def _prefetched(jobs, read, workers: int, depth: int):
             yield done_job, future.result()
 
 
-def plan_tiles(cells: np.ndarray, tile_cells: int) -> list[tuple[int, int, int, int]]:
-    """Tiles ``(i, j, h, w)`` (in cells, ``h, w <= tile_cells``) that cover every True cell of ``cells``.
+@dataclass(frozen=True)
+class TileCost:
+    """Cost of running the model on an ``h x w``-cell tile: ``A h w + B (h + w) + C`` (multiply-accumulates,
+    or any unit). Exact for the DenseNet patch classifiers: every layer's side is affine in the tile side,
+    so each layer costs ``(a h + b)(a w + b) c``. ``A`` is the cost of a cell with full reuse; ``B (h + w) + C``
+    is the tile's receptive-field margin, paid again by every tile."""
 
-    Bands of ``tile_cells`` rows are cut into runs of columns holding tissue (runs closer than 3 cells are
-    merged: a gap of 1 or 2 cells costs less than a tile border), and each run into equal pieces, so
-    tiles follow the tissue instead of a fixed lattice and little glass is computed.
+    A: float
+    B: float
+    C: float
+
+    def __call__(self, h, w):
+        return self.A * h * w + self.B * (h + w) + self.C
+
+    @classmethod
+    def pixels(cls, stride: int, receptive_field: int) -> "TileCost":
+        """The input pixels of the tile, ``((h - 1) s + rf) ((w - 1) s + rf)``: a proxy for any model."""
+        m = receptive_field - stride
+        return cls(stride * stride, stride * m, m * m)
+
+    @classmethod
+    def of_model(cls, model) -> "TileCost":
+        """Fitted from the convolution multiply-accumulates of the model (in eval mode, on its device) on
+        1x1, 1x2 and 2x2-cell tiles; the pixel proxy when the model cannot be counted that way."""
+        s, rf = int(model.output_stride), int(model.receptive_field)
+        try:
+            (m11, m12, m22), _ = _profile(model, [((h - 1) * s + rf, (w - 1) * s + rf) for h, w in ((1, 1), (1, 2), (2, 2))])
+        except Exception as exc:  # a model the flop counter cannot run on the meta device
+            log.debug("tile cost from pixels (%s)", exc)
+            return cls.pixels(s, rf)
+        A = m22 - 2 * m12 + m11
+        B = m12 - m11 - A
+        return cls(A, B, m11 - A - 2 * B)
+
+
+_PROFILES = {}
+
+
+def _profile(model, sizes) -> tuple[list, list]:
+    """For each ``(H, W)`` of ``sizes``: the multiply-accumulates of the convolutions of
+    ``model.forward_dense`` on a ``(1, 3, H, W)`` input (counted by forward hooks, plain and equivariant
+    convolutions alike), and the largest activation in elements. Cached per architecture."""
+    key = (type(model).__name__, tuple(sizes), tuple((n, tuple(p.shape)) for n, p in model.named_parameters()))
+    if key in _PROFILES:
+        return _PROFILES[key]
+    macs, largest = [0], [0]
+
+    def count(module, inputs, output):
+        if isinstance(output, torch.Tensor):
+            largest[0] = max(largest[0], output.numel())
+        if isinstance(module, CachedFilter):
+            w, transposed = module.filter(), getattr(module, "transposed", False)
+        elif isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            w, transposed = module.weight, isinstance(module, nn.ConvTranspose2d)
+        else:
+            return
+        macs[0] += inputs[0].numel() * w[0].numel() if transposed else output.numel() * w[0].numel()
+
+    hooks = [m.register_forward_hook(count) for m in model.modules()]
+    device = next(model.parameters()).device
+    result = ([], [])
+    try:
+        with torch.inference_mode():
+            for H, W in sizes:
+                macs[0] = largest[0] = 0
+                model.forward_dense(torch.zeros(1, 3, H, W, device=device))
+                result[0].append(float(macs[0]))
+                result[1].append(largest[0])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    _PROFILES[key] = result
+    return result
+
+
+def memory_plan(model, device: torch.device, budget: int | None = None, largest_tile: int = 64) -> tuple[int, int]:
+    """``(tile_cells, batch_size)`` from memory: the largest tile side (at most ``largest_tile`` cells) whose
+    activations fit in ``budget`` bytes, and as many such tiles per batch as fit.
+
+    A tile's peak memory is taken as 3 float32 copies of the model's largest activation (a layer's input,
+    its output and a concatenation), measured on a 2 x 2-cell tile and scaled by pixels. ``budget``
+    defaults to half the free GPU memory on CUDA, and to a quarter of the available memory (at most
+    4 GiB) on the CPU.
     """
-    rows, _ = cells.shape
-    tiles = []
-    for i in range(0, rows, tile_cells):
-        h = min(tile_cells, rows - i)
-        band = np.flatnonzero(cells[i:i + h].any(axis=0))
-        if not len(band):
+    s, rf = int(model.output_stride), int(model.receptive_field)
+    side = s + rf
+    _, largest = _profile(model, [(rf, rf), (rf, side), (side, side)])  # the sizes TileCost.of_model profiles
+    bytes_per_pixel = 3 * 4 * largest[2] / side**2
+    if budget is None:
+        budget = torch.cuda.mem_get_info(device)[0] // 2 if device.type == "cuda" else min(_available_memory() // 4, 4 << 30)
+    pixels = budget / bytes_per_pixel
+    tile_cells = int(max(1, min(largest_tile, (math.sqrt(pixels) - rf) // s + 1)))
+    tile_pixels = ((tile_cells - 1) * s + rf) ** 2
+    return tile_cells, int(max(1, pixels // tile_pixels))
+
+
+def _available_memory() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 << 30
+
+
+def _bbox(cells: np.ndarray, i0: int, i1: int, j0: int, j1: int):
+    """The tissue bounding box ``(i0, i1, j0, j1)`` inside the window, or None when it holds no tissue."""
+    window = cells[i0:i1, j0:j1]
+    rows, cols = np.flatnonzero(window.any(axis=1)), np.flatnonzero(window.any(axis=0))
+    if not len(rows):
+        return None
+    return i0 + int(rows[0]), i0 + int(rows[-1]) + 1, j0 + int(cols[0]), j0 + int(cols[-1]) + 1
+
+
+def _best_cut(window: np.ndarray, cost: TileCost):
+    """The guillotine cut of ``window`` (already trimmed to its tissue) into two parts, each trimmed to its
+    own tissue, of least total cost as single tiles: ``(cost, axis, k)``."""
+    best = (math.inf, None, None)
+    for axis in (0, 1):
+        m = window if axis == 0 else window.T  # cut between rows k - 1 and k of m
+        n, width = m.shape
+        if n < 2:
             continue
-        for run in np.split(band, np.flatnonzero(np.diff(band) > 3) + 1):
-            length = int(run[-1] + 1 - run[0])
-            width = -(-length // -(-length // tile_cells))  # equal pieces of at most tile_cells
-            tiles += [(i, int(j), h, min(width, int(run[-1]) + 1 - int(j))) for j in range(run[0], run[-1] + 1, width)]
-    return tiles
+        occupied = m.any(axis=1)
+        for part, rows in (("head", m), ("tail", m[::-1])):
+            seen = np.logical_or.accumulate(rows, axis=0)  # seen[k - 1]: columns with tissue in the first k rows
+            first = np.where(seen.any(axis=1), np.argmax(seen, axis=1), width)
+            last = np.where(seen.any(axis=1), width - 1 - np.argmax(seen[:, ::-1], axis=1), -1)
+            occ = occupied if part == "head" else occupied[::-1]
+            idx = np.arange(n)
+            top = np.maximum.accumulate(np.where(occ, idx, -1))  # last occupied row among the first k
+            bottom = np.where(occ.any(), np.argmax(occ), n)  # first occupied row
+            span_rows = np.maximum(top - bottom + 1, 0)
+            span_cols = np.maximum(last - first + 1, 0)
+            c = np.where(span_rows > 0, cost.A * span_rows * span_cols + cost.B * (span_rows + span_cols) + cost.C, 0.0)
+            if part == "head":
+                head = c  # head[k - 1]: the first k rows
+            else:
+                tail = c  # tail[k - 1]: the last k rows
+        totals = head[:-1] + tail[::-1][1:]  # cut after row k - 1, k = 1 .. n - 1
+        k = int(np.argmin(totals))
+        if totals[k] < best[0]:
+            best = (float(totals[k]), axis, k + 1)
+    return best
+
+
+def plan_tiles(cells: np.ndarray, tile_cells: int, cost: TileCost | None = None) -> list[tuple[int, int, int, int]]:
+    """Tiles ``(i, j, h, w)`` (in cells, ``h, w <= tile_cells``) that cover every True cell of ``cells`` once,
+    chosen to compute as little as possible.
+
+    A guillotine partition: a region is trimmed to the bounding box of its tissue, and split in two (at the
+    row or column that minimises the cost of the two parts, each trimmed to its own tissue) while that
+    lowers the total ``cost`` (:class:`TileCost`: cells computed plus every tile's receptive-field margin)
+    or while it is larger than ``tile_cells``. Tiles therefore follow the tissue: large ones over solid
+    tissue, where margins are shared, small ones over strands and specks, where glass would dominate.
+
+    Args:
+        cells: ``(rows, cols)`` bool, the cells to cover.
+        tile_cells: the largest tile side in cells.
+        cost: Defaults to the input pixels of a tile of the DenseNet geometry (stride 32, field 96).
+    """
+    if tile_cells < 1:
+        raise ValueError(f"plan_tiles: tile_cells must be >= 1, got {tile_cells}")
+    cost = cost or TileCost.pixels(32, 96)
+    tiles, stack = [], []
+    box = _bbox(cells, 0, cells.shape[0], 0, cells.shape[1])
+    if box is not None:
+        stack.append(box)
+    while stack:
+        i0, i1, j0, j1 = stack.pop()
+        h, w = i1 - i0, j1 - j0
+        split, axis, k = _best_cut(cells[i0:i1, j0:j1], cost) if h * w > 1 else (math.inf, None, None)
+        if max(h, w) <= tile_cells and split >= cost(h, w):
+            tiles.append((i0, j0, h, w))
+            continue
+        if axis is None or (max(h, w) > tile_cells and split == math.inf):
+            axis, k = (0, h // 2) if h >= w else (1, w // 2)
+        halves = ((i0, i0 + k, j0, j1), (i0 + k, i1, j0, j1)) if axis == 0 else ((i0, i1, j0, j0 + k), (i0, i1, j0 + k, j1))
+        for half in halves:
+            sub = _bbox(cells, *half)
+            if sub is not None:
+                stack.append(sub)
+    return sorted(tiles)
 
 
 def predict_dense(model, view: SlideView, grid: Grid, cells: np.ndarray | None = None, *,
-                  normalization: dict | None = None, tile_cells: int = 16, batch_size: int = 2,
+                  normalization: dict | None = None, tile_cells: int | None = None, batch_size: int | None = None,
                   device=None, amp: bool | None = None, tta: bool = False, out: str | Path | None = None,
                   read_workers: int = 2, fold: bool = True, progress: bool = True) -> np.ndarray:
     """Tumour probability of every tissue cell of ``grid`` by tiled fully-convolutional inference.
@@ -232,8 +400,9 @@ def predict_dense(model, view: SlideView, grid: Grid, cells: np.ndarray | None =
         normalization: ``{"mean": [r, g, b], "std": [r, g, b]}`` for RGB in [0, 1] (the checkpoint's).
             Defaults to None (no normalisation).
         tile_cells: ``T``, the largest tile side in cells; a ``h x w``-cell tile reads
-            ``((h - 1) * s + rf) x ((w - 1) * s + rf)`` pixels. Defaults to 16.
-        batch_size: tiles of the same shape per forward pass. Defaults to 2.
+            ``((h - 1) * s + rf) x ((w - 1) * s + rf)`` pixels. Defaults to None (from memory, see
+            :func:`memory_plan`).
+        batch_size: tiles of the same shape per forward pass. Defaults to None (from memory).
         device: a torch device or a :class:`~equipath.training.device.DevicePlan` (which then also decides
             AMP and channels-last). Defaults to CUDA when available, else the CPU.
         amp: bf16 autocast. Defaults to True on CUDA, False on the CPU.
@@ -252,10 +421,20 @@ def predict_dense(model, view: SlideView, grid: Grid, cells: np.ndarray | None =
         cells = np.ones(grid.shape, dtype=bool)
     if cells.shape != grid.shape:
         raise ValueError(f"predict_dense: cells must have the grid's shape {grid.shape}, got {cells.shape}")
-    if tile_cells < 1 or batch_size < 1:
+    if (tile_cells is not None and tile_cells < 1) or (batch_size is not None and batch_size < 1):
         raise ValueError(f"predict_dense: tile_cells and batch_size must be >= 1, got {tile_cells}, {batch_size}")
+    if out is None:
+        prob = np.zeros(grid.shape, dtype=np.float32)
+    else:
+        prob = np.lib.format.open_memmap(Path(out), mode="w+", dtype=np.float32, shape=grid.shape)
+    if not cells.any():
+        return prob
     s, rf = grid.stride, grid.receptive_field
-    tiles = plan_tiles(cells, tile_cells)
+    runner = _Runner(model, normalization, _plan_for(device, amp), fold)
+    auto_cells, auto_batch = memory_plan(runner.model, runner.plan.device)
+    tile_cells, batch_size = tile_cells or auto_cells, batch_size or auto_batch
+    cost = TileCost.of_model(runner.model)
+    tiles = plan_tiles(cells, tile_cells, cost)
     by_shape = {}  # tiles by the shape they are computed at, (h, w) cells; square under TTA (GroupTTA rotates)
     for tile in tiles:
         by_shape.setdefault((max(tile[2:]),) * 2 if tta else tile[2:], []).append(tile)
@@ -266,14 +445,11 @@ def predict_dense(model, view: SlideView, grid: Grid, cells: np.ndarray | None =
                              f"expected ({h}, {w}) for output stride {s} and receptive field {rf}")
     batches = [(shape, group[k:k + batch_size]) for shape, group in by_shape.items()
                for k in range(0, len(group), batch_size)]
-    if out is None:
-        prob = np.zeros(grid.shape, dtype=np.float32)
-    else:
-        prob = np.lib.format.open_memmap(Path(out), mode="w+", dtype=np.float32, shape=grid.shape)
     read_px = sum(((h - 1) * s + rf) * ((w - 1) * s + rf) for _, _, h, w in tiles)
-    log.info("%d tiles over %d of %d cells (%.2f Mpx read, %s)", len(tiles), int(cells.sum()), cells.size,
-             read_px / 1e6, "with D4 TTA" if tta else "no TTA")
-    runner = _Runner(model, normalization, _plan_for(device, amp), fold)
+    log.info("%d tiles of at most %d^2 cells, batches of %d, over %d of %d cells (%d cells computed, %.2f Mpx read, "
+             "%.0f%% of the work beyond the tissue cells' own; %s)", len(tiles), tile_cells, batch_size,
+             int(cells.sum()), cells.size, sum(h * w for *_, h, w in tiles), read_px / 1e6,
+             100 * (1 - cost.A * cells.sum() / sum(cost(h, w) for *_, h, w in tiles)), "with D4 TTA" if tta else "no TTA")
     predictor = _predictor(runner.model, dense=True, tta=tta)
 
     def read(job):
