@@ -1,9 +1,9 @@
 """``equipath cells``: rotation-invariant cell representations (seed 003) on procedural or user cell patches.
 
     equipath cells synth --out OUT --n 600               procedural labelled patches (PNG folders) + preview.png
-    equipath cells train --config configs/cells_inv_hnet.yaml [--set epochs=5 ...]
+    equipath cells train --config cells_inv_hnet [--set epochs=5 ...]
     equipath cells evaluate --checkpoint runs/cells/inv_hnet/model.pt
-    equipath cells experiment [--config configs/cells_experiment.yaml] [--set epochs=5 ...]
+    equipath cells experiment [--config cells_experiment] [--set epochs=5 ...]
 
 Data sources are ``synthetic`` (the procedural set, labelled SYNTHETIC in every output) or a folder of
 square RGB patches, ``root/<class>/*.png`` (labelled) or ``root/*.png``.
@@ -140,7 +140,7 @@ def _run_experiment(args) -> int:
 
 
 def _run_flags(parser, default_out: str) -> None:
-    parser.add_argument("--config", help="YAML config (see configs/cells_*.yaml)")
+    parser.add_argument("--config", help="a YAML file, or a shipped config by name (equipath configs: cells_*)")
     _options.add_set(parser, help="override a key (repeatable), e.g. epochs=3 or data.n_train=500")
     _options.add_out(parser, help=f"output folder, overriding the config's out_dir (default: {default_out})")
     parser.add_argument("--device", help="the config's device: auto, cpu, cuda or cuda:N (default: auto)")
