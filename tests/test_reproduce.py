@@ -25,8 +25,8 @@ RUN = """
 import dataclasses, sys, torch
 torch.set_num_threads(1)
 from equipath.reproduce import TABLES, run_table
-table = TABLES["pcam-table1"]
-table = dataclasses.replace(table, cells=lambda ctx, seeds: table.cells(ctx, seeds)[:2])
+base = TABLES["pcam-table1"]
+table = dataclasses.replace(base, cells=lambda ctx, seeds: base.cells(ctx, seeds)[:2])
 run_table(table, sys.argv[1], synthetic=True, progress=False, overrides=%r, n_bootstrap=50, device="cpu")
 """ % TINY
 
@@ -43,20 +43,24 @@ def test_killed_plan_resumes_to_the_same_table(tmp_path):
               device="cpu")
     out = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    log = open(tmp_path / "killed.log", "w")
     process = subprocess.Popen([sys.executable, "-c", RUN, str(out)], env=env, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=log, stderr=log)
     cells = sorted((reference / "cells").iterdir())
     first_done = out / "cells" / cells[0].name / ".done.json"
     second_last = out / "cells" / cells[1].name / "train" / "last.pt"
     try:
         deadline = time.monotonic() + 600
         while not second_last.exists():  # the first cell finished, the second trained one epoch of two
-            assert process.poll() is None, "the plan ended before it could be killed"
+            assert process.poll() is None, "the plan ended before it could be killed: " + \
+                (tmp_path / "killed.log").read_text()[-2000:]
             assert time.monotonic() < deadline
             time.sleep(0.2)
     finally:
-        os.killpg(process.pid, signal.SIGKILL)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+        log.close()
     assert first_done.is_file() and not (out / "cells" / cells[1].name / ".done.json").exists()
     assert not (out / "table.csv").exists()
     marker = first_done.read_text()

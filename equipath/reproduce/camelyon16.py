@@ -60,7 +60,7 @@ REGIMES = {"100%": 1.0, "50%": 0.5, "25%": 0.25, "12.5%": 0.125}
 NMS_WINDOWS = (1, 3, 5, 7, 9)
 NMS_THRESHOLDS = (0.1, 0.3, 0.5, 0.7, 0.9)
 VALID_FRACTION = 0.2
-MODEL_ROWS = {"P4M-DenseNet": "camelyon16_p4m_densenet.yaml", "DenseNet": "camelyon16_densenet.yaml"}
+MODEL_ROWS = {"P4M-DenseNet": "camelyon16_p4m_densenet", "DenseNet": "camelyon16_densenet"}
 PAPER = {  # seed 000 Table 2, FROC (95 % bootstrap interval) as printed
     ("P4M-DenseNet", "100%"): "84.0 (75.5, 91.5)", ("P4M-DenseNet", "50%"): "81.5 (72.2, 89.3)",
     ("P4M-DenseNet", "25%"): "72.6 (58.7, 84.6)", ("P4M-DenseNet", "12.5%"): "60.7 (46.0, 74.1)",

@@ -3,7 +3,7 @@ trainer when the cell was killed), test-set logits, prepared-data markers, and s
 with a bootstrap interval of their mean.
 
 Example:
-    >>> config, path = read_config("pcam_p4m_densenet.yaml")
+    >>> config, path = read_config("pcam_p4m_densenet")
     >>> config["model"], path.name
     ('p4m_densenet', 'pcam_p4m_densenet.yaml')
 """
@@ -17,35 +17,25 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-import equipath
 from equipath.atomic import write_json
 from equipath.checkpoint import load_model
+from equipath.configs import resolve_config_path
 from equipath.evaluation.base import bootstrap_ci
 from equipath.evaluation.classification import classification_metrics
 from equipath.outdir import is_done, mark_done
 from equipath.training import TrainConfig, train
 from equipath.training.config import apply_overrides, load_yaml
 
-__all__ = ["config_dirs", "read_config", "train_cell", "predict_logits", "prepared", "write_scores",
+__all__ = ["read_config", "forward_batches", "train_cell", "predict_logits", "prepared", "write_scores",
            "pooled_scores", "score_classification", "set_key"]
 
 log = logging.getLogger(__name__)
 
 
-def config_dirs() -> list[Path]:
-    """Where the repository's configs live: ``equipath/configs`` (inside the package) or ``configs/``
-    beside it (a source checkout)."""
-    package = Path(equipath.__file__).parent
-    return [d for d in (package / "configs", package.parent / "configs") if d.is_dir()]
-
-
 def read_config(name: str) -> tuple[dict, Path]:
-    """The repository config ``name`` as a plain dict, and its path."""
-    for folder in config_dirs():
-        if (folder / name).is_file():
-            path = folder / name
-            return load_yaml(path.read_text(), str(path)), path
-    raise FileNotFoundError(f"config {name} is not in {', '.join(map(str, config_dirs())) or 'the package'}")
+    """The shipped config ``name`` (``equipath/configs``) as a plain dict, and its path."""
+    path = resolve_config_path(name)
+    return load_yaml(path.read_text(), str(path)), path
 
 
 def set_key(config: dict, dotted: str, value) -> dict:
@@ -69,14 +59,21 @@ def train_cell(cell, folder: Path, context) -> Path:
 
 
 @torch.no_grad()
-def predict_logits(checkpoint, dataset, device: str = "cpu", batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    """``(logits (N,), labels (N,))`` of a classifier checkpoint on ``dataset``, in dataset order."""
+def forward_batches(checkpoint, dataset, device: str = "cpu", batch_size: int = 64):
+    """Yield ``(model outputs, targets)`` of a checkpoint's model on ``dataset`` in order, batch by batch, the
+    input normalised with the checkpoint's statistics (the one place of this package that does so)."""
     model, state = load_model(checkpoint, map_location=device)
     mean = torch.tensor(state["normalization"]["mean"], device=device).view(1, 3, 1, 1)
     std = torch.tensor(state["normalization"]["std"], device=device).view(1, 3, 1, 1)
-    logits, labels = [], []
     for x, y in DataLoader(dataset, batch_size=batch_size):
-        logits.append(model((x.to(device) - mean) / std).float().reshape(-1).cpu().numpy())
+        yield model((x.to(device) - mean) / std).float().cpu(), y
+
+
+def predict_logits(checkpoint, dataset, device: str = "cpu", batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """``(logits (N,), labels (N,))`` of a classifier checkpoint on ``dataset``, in dataset order."""
+    logits, labels = [], []
+    for z, y in forward_batches(checkpoint, dataset, device, batch_size):
+        logits.append(z.reshape(-1).numpy())
         labels.append(np.asarray(y, dtype=np.float64).reshape(-1))
     return np.concatenate(logits).astype(np.float64), np.concatenate(labels)
 

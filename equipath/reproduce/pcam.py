@@ -25,12 +25,12 @@ __all__ = ["PCAM_TABLE1", "ROWS", "SYNTHETIC"]
 
 # row -> (config, the paper's K, #W, NLL, Acc, AUC as printed in seed 000 Table 1)
 ROWS = {
-    "P4M-DenseNet": ("pcam_p4m_densenet.yaml", "64", "119K", "0.260", "89.8", "96.3"),
-    "P4M-DenseNet M": ("pcam_p4m_densenet_m.yaml", "24", "19K", "0.273", "89.3", "95.8"),
-    "P4-DenseNet": ("pcam_p4_densenet.yaml", "48", "125K", "0.329", "89.0", "94.5"),
-    "DenseNet+": ("pcam_densenet.yaml", "24", "128K", "0.306", "88.1", "95.1"),
-    "DenseNet+ M": ("pcam_densenet_m.yaml", "64", "902K", "0.365", "87.2", "94.6"),
-    "DenseNet": ("pcam_densenet_noaug.yaml", "24", "128K", "0.315", "87.6", "95.5"),
+    "P4M-DenseNet": ("pcam_p4m_densenet", "64", "119K", "0.260", "89.8", "96.3"),
+    "P4M-DenseNet M": ("pcam_p4m_densenet_m", "24", "19K", "0.273", "89.3", "95.8"),
+    "P4-DenseNet": ("pcam_p4_densenet", "48", "125K", "0.329", "89.0", "94.5"),
+    "DenseNet+": ("pcam_densenet", "24", "128K", "0.306", "88.1", "95.1"),
+    "DenseNet+ M": ("pcam_densenet_m", "64", "902K", "0.365", "87.2", "94.6"),
+    "DenseNet": ("pcam_densenet_noaug", "24", "128K", "0.315", "87.6", "95.5"),
 }
 
 # the synthetic stand-in: set sizes, the training schedule, and K per model (a multiple of |G|, K's order kept)
