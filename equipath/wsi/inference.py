@@ -6,8 +6,9 @@ A patch classifier with receptive field ``rf`` and output stride ``s`` (``model.
 // 2``, so the cell's centre ``s x s`` block ``[j * s, (j + 1) * s) x [i * s, (i + 1) * s)`` is the patch
 centre (PCam's label region for rf = 96, s = 32). The grid covers the view: ``ceil(H / s) x ceil(W / s)``.
 
-Instead of classifying every patch, the tissue is covered by tiles of at most ``T x T`` cells fitted
-to it (:func:`plan_tiles`). A tile of ``h x w`` cells reads ``((h - 1) * s + rf) x ((w - 1) * s + rf)``
+Instead of classifying every patch, the tissue is covered by tiles of at most ``T x T`` cells that follow
+it (:func:`plan_tiles`: a guillotine partition minimising the model's own cost, :class:`TileCost`), with
+``T`` and the batch size from memory (:func:`memory_plan`). A tile of ``h x w`` cells reads ``((h - 1) * s + rf) x ((w - 1) * s + rf)``
 pixels: neighbouring tiles overlap by exactly ``rf - s`` pixels, what the receptive field needs, and
 ``model.forward_dense`` turns it into the ``h x w`` logits of all its patches at once, so
 
