@@ -145,6 +145,8 @@ def test_browser_shows_the_heatmap_over_the_tissue(tmp_path):
     over_rows, tissue_rows = np.flatnonzero(over.mean(axis=1) > 0.3), np.flatnonzero(tissue.mean(axis=1) > 0.3)
     top, boundary, bottom = over_rows.min(), tissue_rows.min(), tissue_rows.max() + 1
     assert over_rows.max() < boundary  # the heatmap is above the not-predicted rows, nowhere below
+    # (headless Chromium may stretch the page's canvas vertically when it sizes the window for the screenshot:
+    # fractions of the slide's height are checked, not pixel counts; measured 513 / 800 = 0.641)
     assert (boundary - top) / (bottom - top) == pytest.approx(7 * 64 / 700, abs=0.01)
     over_cols, tissue_cols = np.flatnonzero(over.any(axis=0)), np.flatnonzero(tissue.any(axis=0))
     assert abs(over_cols.min() - tissue_cols.min()) <= 2 and abs(over_cols.max() - tissue_cols.max()) <= 2

@@ -8,7 +8,7 @@
   const viewer = OpenSeadragon({
     id: "viewer", prefixUrl: "/static/openseadragon/images/", drawer: "canvas",
     imageSmoothingEnabled: false, showNavigator: true, navigatorPosition: "BOTTOM_RIGHT",
-    maxZoomPixelRatio: 4, animationTime: 0.3, preserveImageSizeOnResize: true,
+    maxZoomPixelRatio: 4, animationTime: 0.3,
   });
   const svg = document.createElementNS(SVG, "svg");
   svg.setAttribute("style", "position:absolute;left:0;top:0;width:100%;height:100%;pointer-events:none");
