@@ -46,9 +46,9 @@ def test_killed_plan_resumes_to_the_same_table(tmp_path):
     log = open(tmp_path / "killed.log", "w")
     process = subprocess.Popen([sys.executable, "-c", RUN, str(out)], env=env, start_new_session=True,
                                stdout=log, stderr=log)
-    cells = sorted((reference / "cells").iterdir())
-    first_done = out / "cells" / cells[0].name / ".done.json"
-    second_last = out / "cells" / cells[1].name / "train" / "last.pt"
+    cells = list(json.loads((reference / "plan.json").read_text())["cells"])  # keys in plan order
+    first_done = out / "cells" / cells[0] / ".done.json"
+    second_last = out / "cells" / cells[1] / "train" / "last.pt"
     try:
         deadline = time.monotonic() + 600
         while not second_last.exists():  # the first cell finished, the second trained one epoch of two
@@ -61,12 +61,12 @@ def test_killed_plan_resumes_to_the_same_table(tmp_path):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
         log.close()
-    assert first_done.is_file() and not (out / "cells" / cells[1].name / ".done.json").exists()
+    assert first_done.is_file() and not (out / "cells" / cells[1] / ".done.json").exists()
     assert not (out / "table.csv").exists()
     marker = first_done.read_text()
     run_table(two_cell_table(), out, synthetic=True, progress=False, overrides=TINY, n_bootstrap=50, device="cpu")
     assert first_done.read_text() == marker  # the finished cell was skipped
-    history = (out / "cells" / cells[1].name / "train" / "metrics.csv").read_text().splitlines()
+    history = (out / "cells" / cells[1] / "train" / "metrics.csv").read_text().splitlines()
     assert len(history) == 3  # header + epoch 1 (before the kill) + epoch 2 (after the resume)
     assert (out / "table.csv").read_text() == (reference / "table.csv").read_text()
     assert "SYNTHETIC" in (out / "table.md").read_text() and "SYNTHETIC" in (out / "table.csv").read_text()
@@ -127,3 +127,10 @@ def test_slide_split_keeps_the_class_ratio_and_regimes_are_nested():
     assert [len(r) for r in regimes] == [40, 20, 10, 5]
     assert all(small <= big for small, big in zip(regimes[1:], regimes))
     assert sum(s.startswith("t") for s, _ in regimes[1]) == 8  # 50 % of 16 tumour slides: the ratio kept
+
+
+def test_cli_names_the_missing_data_root(tmp_path, capsys):
+    from equipath.cli import main
+
+    assert main(["reproduce", "pcam-table1", "--out", str(tmp_path / "out")]) == 2
+    assert "--data-root is required" in capsys.readouterr().err
