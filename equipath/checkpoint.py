@@ -126,8 +126,9 @@ def check_weights(model: torch.nn.Module, state_dict: dict, source) -> None:
                          f"{tuple(state_dict[extra[0]].shape)} is not in the model ({len(extra)} such tensor(s))")
 
 
-def load_model(path, map_location="cpu"):
-    """:func:`equipath.models.load_model` (the model of a checkpoint, in eval mode, and the checkpoint)."""
+def load_model(path, map_location="cpu", normalized: bool = True):
+    """:func:`equipath.models.load_model`: the model of a checkpoint in eval mode, its normalisation in front
+    (feed it RGB in [0, 1]; ``normalized=False`` for the bare architecture), and the checkpoint."""
     from equipath.models.pretrained import load_model as load  # models sit above the file format
 
-    return load(path, map_location)
+    return load(path, map_location, normalized)

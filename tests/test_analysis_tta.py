@@ -12,7 +12,7 @@ from equipath.analysis.tta import tta_figure
 from equipath.data import PCamDataset, write_synthetic_pcam
 from equipath.evaluation import classification_metrics
 from equipath.groups import get_group
-from equipath.models import create_model
+from equipath.models import Normalized, create_model
 from equipath.testing import equivariance_error
 
 
@@ -46,7 +46,7 @@ def test_compare_tta_numbers(tmp_path):
     equivariant = create_model("p4m_densenet", growth=8, stem=1).eval()
     baseline = create_model("densenet", growth=2, stem=3).eval()
     norm = {"mean": [0.7, 0.5, 0.7], "std": [0.2, 0.2, 0.2]}
-    rows = compare_tta({"p4m": (equivariant, None), "base": (baseline, norm)}, data, "p4m", rotations=2,
+    rows = compare_tta({"p4m": equivariant, "base": Normalized(baseline, **norm)}, data, "p4m", rotations=2,
                        stability_images=2, batch_size=4, synthetic=data.synthetic, progress=False)
     by = {r["model"]: r for r in rows}
     assert list(by) == ["p4m", "base", "base+tta"] and [r["tta"] for r in rows] == [False, False, True]

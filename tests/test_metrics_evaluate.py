@@ -24,7 +24,7 @@ def _checkpoint(path, name, **kwargs):
 
 
 def _direct(path, images):
-    model, _ = load_model(path)
+    model, _ = load_model(path, normalized=False)  # the reference normalises by hand
     x = (images - torch.tensor(NORM["mean"]).view(1, 3, 1, 1)) / torch.tensor(NORM["std"]).view(1, 3, 1, 1)
     with torch.no_grad():
         return model(x)
@@ -93,13 +93,13 @@ def test_ocelot_cell_f1_of_a_perfect_prediction(tmp_path):
     _ocelot(tmp_path, points, classes)
     dataset = OcelotDataset(tmp_path, "test", radius=8)
     oracle = _Oracle(points_to_mask(np.array(points), np.array(classes), (64, 64), radius=8))
-    result = evaluate_model(oracle, {"mean": [0.0] * 3, "std": [1.0] * 3}, dataset, progress=False, n_bootstrap=0,
+    result = evaluate_model(oracle, dataset, progress=False, n_bootstrap=0,
                             cell_radius=8)
     m = result["metrics"]
     assert m["mf1"] == 1.0 and m["f1_1"] == 1.0 and m["f1_2"] == 1.0
     assert m["dice"] == pytest.approx(1.0) and m["miou"] == pytest.approx(1.0) and m["hausdorff"] == 0.0
     # a prediction that misses the tumour cells: class 2 recall 0, class 1 still found
     blind = _Oracle(points_to_mask(np.array(points[:1]), np.array(classes[:1]), (64, 64), radius=8))
-    m = evaluate_model(blind, {"mean": [0.0] * 3, "std": [1.0] * 3}, dataset, progress=False, n_bootstrap=0,
+    m = evaluate_model(blind, dataset, progress=False, n_bootstrap=0,
                        cell_radius=8)["metrics"]
     assert (m["f1_1"], m["f1_2"], m["mf1"]) == (1.0, 0.0, 0.5) and m["recall_2"] == 0.0

@@ -1,6 +1,7 @@
 """Slide preprocessing (RGB order, scale to [0, 1], the checkpoint's normalisation, patch placement) against
 an independent reference: pixels written by the test itself, read back with PIL, normalised by hand.
 
+The normalisation is the model's (:class:`equipath.models.Normalized`, what ``load_model`` returns).
 ``test_fully_convolutional_equals_patch_by_patch`` compares the dense and the patch paths, which share
 the reader, ``Grid.patch_origin`` and the input preparation, so a bug in those cancels there. Here a probe
 model whose logit is the mean of one input channel over its patch exposes what the model receives: a
@@ -12,10 +13,10 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from equipath.models import Normalized
 from equipath.wsi.inference import Grid, predict_dense, predict_patches
 from equipath.wsi.reader import SlideView, open_slide
 
@@ -24,19 +25,22 @@ NORM = {"mean": [0.6, 0.3, 0.45], "std": [0.2, 0.1, 0.25]}
 
 
 class ChannelProbe(nn.Module):
-    """A patch classifier whose logit is the mean of input channel ``channel`` over its ``RF x RF`` patch."""
+    """A patch classifier whose logit is the mean of input channel ``channel`` over its ``RF x RF`` patch
+    (a fixed averaging convolution, so it has the weights and activations of a real model)."""
 
     output_stride, receptive_field = STRIDE, RF
 
     def __init__(self, channel: int):
         super().__init__()
         self.channel = channel
+        self.mean = nn.Conv2d(1, 1, RF, STRIDE, bias=False)
+        nn.init.constant_(self.mean.weight, 1.0 / RF**2)
 
     def forward(self, x):
-        return x[:, self.channel].mean((1, 2))[:, None]
+        return self.mean(x[:, self.channel:self.channel + 1]).flatten(1)  # (B, 1): an RF x RF patch
 
     def forward_dense(self, x):
-        return F.avg_pool2d(x[:, self.channel:self.channel + 1], RF, STRIDE)
+        return self.mean(x[:, self.channel:self.channel + 1])
 
     def dense_output_size(self, H, W):
         return (H - RF) // STRIDE + 1, (W - RF) // STRIDE + 1
@@ -68,7 +72,7 @@ def _reference(path, cells, channel):
 
 @pytest.mark.parametrize("channel", [0, 1, 2], ids=["R", "G", "B"])
 def test_slide_pixels_reach_the_model_in_rgb_order_scaled_and_normalised(image_file, channel):
-    probe = ChannelProbe(channel).eval()
+    probe = Normalized(ChannelProbe(channel), **NORM).eval()  # as load_model returns a checkpoint's model
     with open_slide(image_file) as slide:
         view = SlideView.at(slide)
         grid = Grid.for_view(view, probe)
@@ -76,8 +80,8 @@ def test_slide_pixels_reach_the_model_in_rgb_order_scaled_and_normalised(image_f
         # interior cells only: their patches lie inside the image (the border padding is another matter)
         cells = np.array([(i, j) for i in range(1, 10) for j in range(1, 12)])
         expected = _reference(image_file, cells, channel)
-        patches = predict_patches(probe, view, grid, cells, normalization=NORM, device="cpu", progress=False)
-        dense = predict_dense(probe, view, grid, None, normalization=NORM, tile_cells=4, batch_size=2,
+        patches = predict_patches(probe, view, grid, cells, device="cpu", progress=False)
+        dense = predict_dense(probe, view, grid, None, tile_cells=4, batch_size=2,
                               device="cpu", progress=False)
     assert np.ptp(expected) > 0.01  # the cells differ: a shifted patch would be seen
     np.testing.assert_allclose(patches, expected, rtol=0, atol=1e-5)

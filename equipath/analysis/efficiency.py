@@ -138,7 +138,7 @@ def _run_one(plan: EfficiencyPlan, run: ModelRun, fraction: float, seed: int, pr
     result = train(config)
     model, state = load_model(result.best, map_location=resolve_device(config.device))
     test = _test_set(config, plan.split)
-    evaluation = evaluate_model(model, state["normalization"], test, batch_size=config.eval_batch_size,
+    evaluation = evaluate_model(model, test, batch_size=config.eval_batch_size,
                                 device=resolve_device(config.device), progress=progress, n_bootstrap=0)
     train_items = len(build_datasets(config, model)[0])
     return {"label": run.name, "model": run.model, "fraction": float(fraction), "seed": int(seed),

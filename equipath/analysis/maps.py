@@ -1,9 +1,9 @@
 """From a model's logits to probabilities on the input's pixel grid, the common ground of the analyses.
 
 Every analysis compares predictions of one model for transformed copies of an input, so it needs them on
-one grid and on one scale. :class:`ProbabilityMap` takes RGB images in [0, 1], applies the checkpoint's
-normalisation ``(x - mean) / std``, runs the model and returns the probability of ``class_index`` at every
-input pixel:
+one grid and on one scale. :class:`ProbabilityMap` takes RGB images in [0, 1], runs the model (one from
+:func:`equipath.models.load_model` applies its checkpoint's normalisation itself) and returns the
+probability of ``class_index`` at every input pixel:
 
 - segmentation logits ``(B, K, H, W)``: ``softmax`` over ``K`` (``sigmoid`` when ``K = 1``);
 - a fully-convolutional classifier (``forward_dense``, ``output_stride`` s, ``receptive_field`` rf):
@@ -27,20 +27,7 @@ Example:
 import torch
 from torch import nn
 
-__all__ = ["ProbabilityMap", "normalize", "model_device"]
-
-
-def normalize(x: torch.Tensor, normalization: dict | None) -> torch.Tensor:
-    """``(x - mean) / std`` per channel of ``x`` ``(B, C, H, W)``; ``normalization`` is the checkpoint's
-    ``{"mean": [...], "std": [...]}`` or None (no change)."""
-    if normalization is None:
-        return x
-    mean = torch.as_tensor(normalization["mean"], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    std = torch.as_tensor(normalization["std"], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    if mean.shape[1] != x.shape[1] or std.shape[1] != x.shape[1]:
-        raise ValueError(f"normalization has {mean.shape[1]} means and {std.shape[1]} stds, "
-                         f"expected one per input channel ({x.shape[1]})")
-    return (x - mean) / std
+__all__ = ["ProbabilityMap", "model_device"]
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -54,8 +41,8 @@ class ProbabilityMap(nn.Module):
     """Probability of ``class_index`` at every pixel of the input, NaN where the model predicts nothing.
 
     Args:
-        model: a registered model (or any module with the same output conventions), in eval mode.
-        normalization: the checkpoint's ``{"mean", "std"}`` for RGB in [0, 1]. Defaults to None (none).
+        model: a registered model (or any module with the same output conventions), in eval mode, taking
+            RGB in [0, 1] (a checkpoint's model from :func:`equipath.models.load_model` does).
         class_index: the class whose probability is mapped (ignored for one-logit models). Defaults to 1.
 
     Shapes: ``(B, 3, H, W)`` in [0, 1] -> ``(B, H, W)``, computed on the model's device and returned on the
@@ -68,9 +55,9 @@ class ProbabilityMap(nn.Module):
         torch.Size([2, 96, 96])
     """
 
-    def __init__(self, model: nn.Module, normalization: dict | None = None, class_index: int = 1):
+    def __init__(self, model: nn.Module, class_index: int = 1):
         super().__init__()
-        self.model, self.normalization, self.class_index = model, normalization, class_index
+        self.model, self.class_index = model, class_index
 
     def _probability(self, logits: torch.Tensor) -> torch.Tensor:
         if logits.shape[1] == 1:
@@ -87,16 +74,15 @@ class ProbabilityMap(nn.Module):
 
     def _map(self, x: torch.Tensor) -> torch.Tensor:
         B, _, H, W = x.shape
-        z = normalize(x, self.normalization)
         if hasattr(self.model, "forward_dense"):
-            p = self._probability(self.model.forward_dense(z))  # (B, h, w)
+            p = self._probability(self.model.forward_dense(x))  # (B, h, w)
             s, rf = self.model.output_stride, self.model.receptive_field
             h, w = p.shape[-2:]
             top = (rf - s) // 2
             out = p.new_full((B, H, W), float("nan"))
             out[:, top:top + h * s, top:top + w * s] = p.repeat_interleave(s, 1).repeat_interleave(s, 2)
             return out
-        logits = self.model(z)
+        logits = self.model(x)
         if logits.dim() == 4:
             if logits.shape[-2:] != (H, W):
                 raise ValueError(f"ProbabilityMap: the model maps {H}x{W} inputs to {tuple(logits.shape)}, "

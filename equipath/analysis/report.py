@@ -19,7 +19,7 @@ import torch
 from equipath.analysis.equivariance import format_error, layer_report
 from equipath.analysis.io import SYNTHETIC_LABEL
 from equipath.atomic import save_figure, write_json
-from equipath.analysis.maps import ProbabilityMap, normalize
+from equipath.analysis.maps import ProbabilityMap
 from equipath.analysis.stability import group_stability, image_tissue, rotation_stability, stability_figure
 from equipath.groups import get_group
 
@@ -46,23 +46,22 @@ def stability_table(results: dict) -> list[dict]:
             for name, rs in results.items()]
 
 
-def equivariance_table(models: dict, group="p4m", normalizations: dict | None = None,
-                       local: bool = False) -> list[dict]:
+def equivariance_table(models: dict, group="p4m", local: bool = False) -> list[dict]:
     """One row per model: its equivariance error over every element of ``group`` at its ``input_size``
-    (float64, random input in [0, 1] after the model's normalisation) and where exactness is lost."""
+    (float64, random input in [0, 1], which a checkpoint's model normalises itself) and where exactness is
+    lost."""
     group = get_group(group)
     rows = []
     for name, model in models.items():
         size = getattr(model, "input_size", (96, 96))
-        x = normalize(torch.rand(1, 3, *size, dtype=torch.float64), (normalizations or {}).get(name))
+        x = torch.rand(1, 3, *size, dtype=torch.float64)
         report = layer_report(model, x, group, local=local)
         rows.append({"model": name, "model_group": getattr(getattr(model, "group", None), "name", None),
                      **report.summary()})
     return rows
 
 
-def stability_section(models: dict, image: torch.Tensor, out_dir, *, normalizations: dict | None = None,
-                      synthetic: bool = True, rotations: int = 32, group="p4m", batch_size: int = 8,
+def stability_section(models: dict, image: torch.Tensor, out_dir, *, synthetic: bool = True, rotations: int = 32, group="p4m", batch_size: int = 8,
                       heading: str = "##") -> str:
     """Compute, draw and describe the stability of ``models`` on one region, and their equivariance.
 
@@ -70,10 +69,10 @@ def stability_section(models: dict, image: torch.Tensor, out_dir, *, normalizati
     section (figure link relative to ``out_dir``, stability table, equivariance table).
 
     Args:
-        models: ``{name: model}`` in eval mode, e.g. the equivariant model and its baseline.
+        models: ``{name: model}`` in eval mode, e.g. the equivariant model and its baseline, taking RGB in
+            [0, 1] (checkpoints' models from :func:`equipath.models.load_model` normalise their input).
         image: ``(3, H, H)`` RGB in [0, 1], a size every model takes (e.g. 160 x 160 for the DenseNets).
         out_dir: the report's folder.
-        normalizations: ``{name: {"mean", "std"}}`` of the checkpoints. Defaults to none.
         synthetic: the region is synthetic (label the figure and the text). Defaults to True.
         rotations: sub-90-degree rotations. Defaults to 32 (seed 000 Fig. 3).
         group: the exact transformations, and the group of the equivariance check. Defaults to ``"p4m"``.
@@ -82,17 +81,16 @@ def stability_section(models: dict, image: torch.Tensor, out_dir, *, normalizati
     """
     out_dir = Path(out_dir)
     group = get_group(group)
-    normalizations = normalizations or {}
     tissue = image_tissue(image)
     results = {}
     for name, model in models.items():
-        predictor = ProbabilityMap(model, normalizations.get(name))
+        predictor = ProbabilityMap(model)
         log.info("stability of %s: %d rotations and %d %s elements", name, rotations, group.order, group.name)
         results[name] = [rotation_stability(predictor, image, rotations, tissue, batch_size),
                          group_stability(predictor, image, group, tissue, batch_size)]
     save_figure(stability_figure(image, results, synthetic), out_dir / "stability.png")
     stability = stability_table(results)
-    equivariance = equivariance_table(models, group, normalizations)
+    equivariance = equivariance_table(models, group)
     write_json(out_dir / "stability.json", {"synthetic": synthetic, "image_size": list(image.shape[1:]),
                                             "tissue_fraction": float(tissue.float().mean()),
                                             "stability": stability, "equivariance": equivariance})

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from equipath.analysis.io import SYNTHETIC_LABEL
-from equipath.analysis.maps import ProbabilityMap, model_device, normalize
+from equipath.analysis.maps import ProbabilityMap, model_device
 from equipath.testing import act, output_kind
 from equipath.analysis.stability import group_stability, rotation_stability
 from equipath.evaluation import classification_metrics, segmentation_metrics
@@ -96,12 +96,12 @@ def _synchronize(device: torch.device) -> None:
 
 
 @torch.no_grad()
-def _evaluate(name: str, model: nn.Module, normalization, loader, task: str, num_classes: int,
+def _evaluate(name: str, model: nn.Module, loader, task: str, num_classes: int,
               stability_images: list, rotations: int, group, batch_size: int, progress: bool) -> dict:
     logits, targets, seconds, count = [], [], 0.0, 0
     device = model_device(model)
     for images, target in tqdm(loader, desc=name, disable=not progress, leave=False):
-        z = normalize(images.to(device), normalization)
+        z = images.to(device)
         _synchronize(device)
         start = time.perf_counter()
         out = model(z)
@@ -112,7 +112,7 @@ def _evaluate(name: str, model: nn.Module, normalization, loader, task: str, num
         targets.append(target)
     row = {"model": name, "images": count}
     row.update(_metrics(task, torch.cat(logits), torch.cat(targets), num_classes))
-    predictor = ProbabilityMap(model, normalization)
+    predictor = ProbabilityMap(model)
     d4 = [group_stability(predictor, im, group, batch_size=batch_size).summary for im in stability_images]
     row[f"{group.name}_std"] = float(np.nanmean(d4)) if d4 else math.nan
     if rotations:
@@ -128,8 +128,8 @@ def compare_tta(models: dict, dataset, group="p4m", *, rotations: int = 32, stab
     already equivariant to ``group``, of its :class:`GroupTTA`, measured side by side in one run.
 
     Args:
-        models: ``{name: (model, normalization)}``; every model in eval mode, ``normalization`` the
-            checkpoint's ``{"mean", "std"}`` or None.
+        models: ``{name: model}``; every model in eval mode, taking RGB in [0, 1] (a checkpoint's model from
+            :func:`equipath.models.load_model` normalises its input itself).
         dataset: items ``(image (3, H, H) float in [0, 1], target)``; target a label (classifiers) or an
             ``(H, H)`` int64 mask (segmentation models).
         group: the TTA group. Defaults to ``"p4m"`` (8x D4 TTA).
@@ -152,7 +152,7 @@ def compare_tta(models: dict, dataset, group="p4m", *, rotations: int = 32, stab
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     images = [dataset[i][0] for i in range(min(stability_images, len(dataset)))]
     rows = []
-    for name, (model, normalization) in models.items():
+    for name, model in models.items():
         task = getattr(model, "task", "classification")
         num_classes = getattr(model, "num_classes", 1)
         entries = [(name, model, False)]
@@ -161,7 +161,7 @@ def compare_tta(models: dict, dataset, group="p4m", *, rotations: int = 32, stab
             entries.append((f"{name}+tta", GroupTTA(model, group).eval(), True))
         for label, module, tta in entries:
             log.info("TTA comparison: %s", label)
-            row = _evaluate(label, module, normalization, loader, task, num_classes, images, rotations, group,
+            row = _evaluate(label, module, loader, task, num_classes, images, rotations, group,
                             batch_size, progress)
             row["tta"] = tta
             rows.append(row)

@@ -22,7 +22,6 @@ from equipath.analysis import (EfficiencyPlan, ModelRun, compare_tta, layer_repo
                                run_efficiency, stability_section)
 from equipath.analysis.equivariance import equivariance_figure, format_error
 from equipath.analysis.io import SYNTHETIC_LABEL
-from equipath.analysis.maps import normalize
 from equipath.analysis.redundancy import redundancy_figure
 from equipath.analysis.report import common_size
 from equipath.analysis.tta import tta_figure
@@ -45,8 +44,7 @@ MODEL_MPP = 0.972  # um/px the models are trained at: seed 000's 10x, PCam's res
 @dataclass
 class _Model:
     label: str
-    model: torch.nn.Module
-    normalization: dict | None
+    model: torch.nn.Module  # takes RGB in [0, 1]: a checkpoint's model carries its normalisation
     synthetic: bool  # trained on synthetic data
     source: str
 
@@ -76,10 +74,10 @@ def _load_models(args) -> list[_Model]:
             data = state.get("config", {}).get("data", {})
             name = "+".join([state["model"]["name"], *data.get("augment", ())])  # densenet+d4: seed 000's DenseNet+
             synthetic = str(data.get("dataset", "")).startswith("synthetic")
-            entry = _Model(name, model, state["normalization"], synthetic, str(path))
+            entry = _Model(name, model, synthetic, str(path))
         else:
             model = create_model(spec, **_model_args(args.model_arg, spec)).to(device).eval()
-            entry = _Model(spec, model, None, False, "random weights")
+            entry = _Model(spec, model, False, "random weights")
         count = labels.get(entry.label, 0)
         labels[entry.label] = count + 1
         if count:
@@ -107,7 +105,7 @@ def _equivariance(args) -> int:
         size = args.size or getattr(m.model, "input_size", (None,))[0]
         if not size:
             raise ValueError(f"{m.label}: the model has no input_size; give --size")
-        x = normalize(torch.rand(args.batch_size, 3, size, size, generator=generator, dtype=torch.float64), m.normalization)
+        x = torch.rand(args.batch_size, 3, size, size, generator=generator, dtype=torch.float64)
         own = getattr(m.model, "group", None)
         group = args.group or (own.name if own is not None and own.order > 1 else "p4m")
         report = layer_report(m.model, x, group, dtype=getattr(torch, args.dtype), local=not args.no_local)
@@ -167,7 +165,7 @@ def _stability(args) -> int:
     image, synthetic_data, source = _region(args, models)
     synthetic = synthetic_data or any(m.synthetic for m in models)
     text = stability_section({m.label: m.model for m in models}, image, out,
-                             normalizations={m.label: m.normalization for m in models}, synthetic=synthetic,
+                             synthetic=synthetic,
                              rotations=args.rotations, group=args.group or "p4m", batch_size=args.batch_size,
                              heading="##")
     sources = "\n".join(f"- {m.label}: {m.source}" for m in models)
@@ -191,7 +189,7 @@ def _tta(args) -> int:
     synthetic = bool(getattr(dataset, "synthetic", False)) or any(m.synthetic for m in models)
     if args.limit:
         dataset = Subset(dataset, range(min(args.limit, len(dataset))))
-    rows = compare_tta({m.label: (m.model, m.normalization) for m in models}, dataset, args.group or "p4m",
+    rows = compare_tta({m.label: m.model for m in models}, dataset, args.group or "p4m",
                        rotations=args.rotations, stability_images=args.stability_images,
                        batch_size=args.batch_size, synthetic=synthetic, progress=args.progress)
     write_csv(out / "tta.csv", rows)

@@ -193,8 +193,7 @@ def stability_maps_section(run) -> Section | None:
     tile = synthetic_tile(0, seed=run.config.seed, size=(size, size), split="test", difficulty=run.config.difficulty)
     image = torch.from_numpy(tile.image).permute(2, 0, 1).float() / 255  # (3, size, size) in [0, 1]
     body = stability_section({name: model for name, (model, _) in loaded.items()}, image, run.out_dir,
-                             normalizations={name: state["normalization"] for name, (_, state) in loaded.items()},
-                             synthetic=True, heading="###")
+                             synthetic=True, heading="###")  # load_model's models carry their normalisation
     return Section(f"Rotation stability and equivariance, data fraction {fraction:g}, seed {seed} (synthetic data)", body)
 
 

@@ -27,7 +27,6 @@ from torch.utils.data import DataLoader
 
 from equipath import __version__
 from equipath.analysis.efficiency import EfficiencyPlan, ModelRun
-from equipath.analysis.maps import normalize
 from equipath.atomic import atomic_path, atomic_write, write_json
 from equipath.checkpoint import check_writable, load_model
 from equipath.data import PCamDataset, regime_indices, write_synthetic_pcam, write_synthetic_tiles
@@ -232,13 +231,13 @@ def _arms(config: DemoConfig, out: Path) -> dict:
 
 
 @torch.no_grad()
-def test_records(model, normalization: dict, dataset, metric, device, batch_size: int = 64) -> dict:
-    """One pass of ``model`` over ``dataset``: the ``metric``'s per-item records (its ``records`` method
-    on every batch, concatenated)."""
+def test_records(model, dataset, metric, device, batch_size: int = 64) -> dict:
+    """One pass of ``model`` (from :func:`equipath.models.load_model`: it normalises its input) over
+    ``dataset``: the ``metric``'s per-item records (its ``records`` method on every batch, concatenated)."""
     model = model.to(device).eval()
     parts = []
     for x, y in DataLoader(dataset, batch_size=batch_size):
-        logits = model(normalize(x.to(device), normalization)).float().cpu()
+        logits = model(x.to(device)).float().cpu()
         parts.append(metric.records(logits if model.task == "classification" else logits.argmax(1), y))
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
@@ -250,7 +249,7 @@ def _run_one(run: DemoRun, arm: Arm, model_run: ModelRun, fraction: float, seed:
     seconds = time.perf_counter() - start
     model, state = load_model(result.best, map_location=run.device)
     metric = arm.make_metric()
-    records = test_records(model, state["normalization"], arm.test_set, metric, run.device)
+    records = test_records(model, arm.test_set, metric, run.device)
     if arm.name == "classification":  # the trainer's regime: by pseudo-slide
         slides = PCamDataset(config.data.root, "train").slides
         train_items = len(regime_indices(len(slides), fraction, config.data.regime_seed, slides))

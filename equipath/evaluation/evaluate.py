@@ -73,14 +73,14 @@ def _cells(probs: torch.Tensor, radius: float) -> np.ndarray:
 
 
 @torch.no_grad()
-def evaluate_model(model, normalization: dict, dataset, *, batch_size: int = 64, device="cpu", progress: bool = True,
+def evaluate_model(model, dataset, *, batch_size: int = 64, device="cpu", progress: bool = True,
                    n_bootstrap: int = 2000, seed: int = 0, num_workers: int = 0, cell_radius: float = 30.0,
                    recorder: PredictionRecorder | None = None) -> dict:
     """Run ``model`` (in eval mode) over ``dataset`` and compute the metrics of its task.
 
     Args:
-        model: a registered model (``task``, ``num_classes`` attributes).
-        normalization: ``{"mean": [3], "std": [3]}`` applied to the float RGB input in [0, 1].
+        model: a registered model (``task``, ``num_classes`` attributes) taking float RGB in [0, 1]: the model
+            :func:`equipath.models.load_model` returns carries its checkpoint's normalisation.
         dataset: items ``(image (3, H, W), target)``; an :class:`~equipath.data.OcelotDataset` also gets the
             per-cell F1.
         batch_size, device, num_workers: of the forward passes. Default to 64, CPU, 0.
@@ -96,8 +96,6 @@ def evaluate_model(model, normalization: dict, dataset, *, batch_size: int = 64,
     """
     device = torch.device(device)
     model = model.to(device).eval()
-    mean = torch.tensor(normalization["mean"], device=device).view(1, 3, 1, 1)
-    std = torch.tensor(normalization["std"], device=device).view(1, 3, 1, 1)
     metrics = [ClassificationMetric()] if model.task == "classification" else [SegmentationMetric(model.num_classes)]
     is_ocelot = isinstance(dataset, OcelotDataset)
     if is_ocelot:
@@ -105,7 +103,7 @@ def evaluate_model(model, normalization: dict, dataset, *, batch_size: int = 64,
     loader = DataLoader(dataset, batch_size=1 if is_ocelot else batch_size, num_workers=num_workers)
     index = 0
     for x, y in tqdm(loader, desc="evaluate", disable=not progress):
-        logits = model((x.to(device) - mean) / std).float().cpu()
+        logits = model(x.to(device)).float().cpu()
         if model.task == "classification":
             metrics[0](logits, y)
         else:
@@ -155,7 +153,7 @@ def evaluate_checkpoint(checkpoint, root, dataset: str | None = None, split: str
     if items_csv is not None or save_dir is not None:
         recorder = PredictionRecorder(data, state["task"], model.num_classes if state["task"] != "classification"
                                       else 1, save_dir, synthetic=bool(getattr(data, "synthetic", False)))
-    result = evaluate_model(model, state["normalization"], data, device=device,
+    result = evaluate_model(model, data, device=device,
                             cell_radius=data_config.get("cell_radius", 30), recorder=recorder, **kwargs)
     files = {}
     if recorder is not None:

@@ -20,8 +20,8 @@ Example:
 
 from equipath.models import densenet, gerunet, isounet, unet  # noqa: F401  (registers the models)
 from equipath.models.base import ModelBase, SegmentationModel, SizeRule
-from equipath.models.pretrained import load_model
+from equipath.models.pretrained import Normalized, load_model
 from equipath.models.registry import create_model, list_models, register_model
 
-__all__ = ["create_model", "list_models", "register_model", "load_model", "ModelBase", "SegmentationModel",
+__all__ = ["create_model", "list_models", "register_model", "load_model", "Normalized", "ModelBase", "SegmentationModel",
            "SizeRule"]

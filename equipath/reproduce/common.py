@@ -60,13 +60,11 @@ def train_cell(cell, folder: Path, context) -> Path:
 
 @torch.no_grad()
 def forward_batches(checkpoint, dataset, device: str = "cpu", batch_size: int = 64):
-    """Yield ``(model outputs, targets)`` of a checkpoint's model on ``dataset`` in order, batch by batch, the
-    input normalised with the checkpoint's statistics (the one place of this package that does so)."""
-    model, state = load_model(checkpoint, map_location=device)
-    mean = torch.tensor(state["normalization"]["mean"], device=device).view(1, 3, 1, 1)
-    std = torch.tensor(state["normalization"]["std"], device=device).view(1, 3, 1, 1)
+    """Yield ``(model outputs, targets)`` of a checkpoint's model on ``dataset`` in order, batch by batch (the
+    model from :func:`equipath.models.load_model` normalises its input with the checkpoint's statistics)."""
+    model, _ = load_model(checkpoint, map_location=device)  # its checkpoint's normalisation in front
     for x, y in DataLoader(dataset, batch_size=batch_size):
-        yield model((x.to(device) - mean) / std).float().cpu(), y
+        yield model(x.to(device)).float().cpu(), y
 
 
 def predict_logits(checkpoint, dataset, device: str = "cpu", batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:

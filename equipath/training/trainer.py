@@ -41,7 +41,7 @@ from equipath.atomic import atomic_write, write_csv
 from equipath.checkpoint import check_writable, load_checkpoint, save_checkpoint
 from equipath.evaluation import ClassificationMetric, SegmentationMetric
 from equipath.evaluation.base import concat_records
-from equipath.models import create_model
+from equipath.models import Normalized, create_model
 from equipath.outdir import OutputLock, remove_stale_temporaries
 from equipath.training.config import TrainConfig
 from equipath.training.datasets import build_datasets, estimate_normalization
@@ -121,8 +121,6 @@ class _Run:
             self.normalization = {"mean": config.normalization_mean or mean, "std": config.normalization_std or std}
         device = world.device
         self.plan = device_plan(device, amp=None if config.amp else False)
-        self.mean = torch.tensor(self.normalization["mean"], device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor(self.normalization["std"], device=device).view(1, 3, 1, 1)
         self.history, self.start_epoch = [], 0
         self.best_loss, self.best_epoch = math.inf, 0
         if self.resume is not None:
@@ -130,8 +128,10 @@ class _Run:
             self.history, self.start_epoch = list(self.resume["history"]), self.resume["epoch"]
             self.best_loss, self.best_epoch = self.resume["best_val_loss"], self.resume["best_epoch"]
         self.plan.apply(self.model)
-        self.net = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None) \
-            if world.size > 1 else self.model
+        # the model as load_model gives it back: the normalisation in front (self.model is what is saved)
+        self.normalized = Normalized(self.model, self.normalization["mean"], self.normalization["std"]).to(device)
+        self.net = DistributedDataParallel(self.normalized, device_ids=[device.index] if device.type == "cuda" else None) \
+            if world.size > 1 else self.normalized
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = plateau_scheduler(self.optimizer, config.lr_patience, config.lr_factor)
         if self.resume is not None:
@@ -141,7 +141,7 @@ class _Run:
 
     # ---------------------------------------------------------------------------------------------- steps
     def _inputs(self, x):
-        return self.plan.inputs((x.to(self.world.device, non_blocking=self.plan.non_blocking) - self.mean) / self.std)
+        return self.plan.inputs(x)
 
     def _autocast(self):
         return self.plan.autocast()
@@ -188,7 +188,7 @@ class _Run:
                    disable=not (config.progress and world.is_main))
         for x, y in bar:
             with self._autocast():
-                logits = self.model(self._inputs(x)).float()
+                logits = self.normalized(self._inputs(x)).float()
             y = y.to(world.device)
             total += torch.stack([self.loss_fn(logits, y).double() * len(x),
                                   torch.tensor(len(x), dtype=torch.float64, device=world.device)])

@@ -128,7 +128,8 @@ def predict_slide(source, out_dir, model, checkpoint: dict, options: PredictOpti
         source: a slide path (or an image array) for :func:`~equipath.wsi.reader.open_slide`.
         out_dir: the folder for the outputs (created).
         model: a fully-convolutional patch classifier in eval mode.
-        checkpoint: the checkpoint dict of ``model`` (``normalization``, ``model``, ...) or ``{}``.
+        checkpoint: the checkpoint dict of ``model`` (``model``, ``config``, ...) or ``{}``; the model normalises its
+            own input (:func:`equipath.models.load_model`).
         options: :class:`PredictOptions`.
 
     Returns:
@@ -157,7 +158,7 @@ def predict_slide(source, out_dir, model, checkpoint: dict, options: PredictOpti
                             f"{options.tissue.saturation}, value > {options.tissue.value}); the map is empty")
             log.warning("%s", warnings[-1])
         t_tissue = time.perf_counter()
-        prob = predict_dense(model, view, grid, cells, normalization=checkpoint.get("normalization"),
+        prob = predict_dense(model, view, grid, cells,  # the model normalises its input (load_model)
                              tile_cells=options.tile_cells, batch_size=options.batch_size,
                              device=options.device or default_device(),
                              amp=options.amp, tta=options.tta, out=out_dir / ".probability.npy",

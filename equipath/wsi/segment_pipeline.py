@@ -95,7 +95,7 @@ def segment_slide(source, out_dir, model, checkpoint: dict, options: SegmentOpti
         view = SlideView.at(reader, level=options.level, mpp=options.mpp)
         plan = plan_segmentation(model, view.shape, options.tile, options.margin)
         prob = segment_view(model, view, tile=options.tile, margin=options.margin,
-                            normalization=checkpoint.get("normalization"), tissue=options.tissue,
+                            tissue=options.tissue,  # the model normalises its input (load_model)
                             batch_size=options.batch_size, device=options.device, amp=options.amp,
                             dtype=np.dtype(options.dtype), out=out_dir / "probabilities.npy", read_workers=options.read_workers,
                             progress=options.progress)
