@@ -42,11 +42,12 @@ log = logging.getLogger(__name__)
 
 MARKER = ".equipath-demo"
 
-#: The classification arm: the equivariant DenseNet and its planar counterpart of about the same weight
-#: count (9K; the papers' widths cost 8x more CPU), with and without D4 augmentation.
-CLASSIFIERS = (ModelRun("p4m_densenet", model_kwargs={"growth": 16}),
-               ModelRun("densenet", model_kwargs={"growth": 6}, augment=("d4",)),
-               ModelRun("densenet", model_kwargs={"growth": 6}))
+#: The classification arm: the equivariant DenseNet and its planar counterpart of the same weight count
+#: (2.7K: K = 8 and K = 3 maps per layer; the papers' widths cost 20x more CPU), with and without D4
+#: augmentation.
+CLASSIFIERS = (ModelRun("p4m_densenet", model_kwargs={"growth": 8}),
+               ModelRun("densenet", model_kwargs={"growth": 3}, augment=("d4",)),
+               ModelRun("densenet", model_kwargs={"growth": 3}))
 #: The segmentation arm: P4M U-Net and U-Net of the same width (parameter-matched by construction).
 SEGMENTERS = (ModelRun("p4m_unet", model_kwargs={"width": 3}),
               ModelRun("unet", model_kwargs={"width": 3}, augment=("d4",)),
@@ -68,10 +69,10 @@ class DemoConfig:
         seeds: training seeds per model and fraction (initialisation and batch order). Defaults to 0, 1, 2.
         n_train, n_valid, n_test: synthetic patches per split. Default to 512, 128, 512.
         epochs, batch_size, batches_per_epoch: training length of a classifier, the same at every fraction.
-            Default to 5, 32, 8 (1,280 patches seen).
+            Default to 4, 32, 8 (1,024 patches seen).
         tiles: synthetic segmentation tiles for train / valid / test. Defaults to (64, 16, 32).
         tile_size: side of a tile. Defaults to 65.
-        seg_epochs, seg_batch_size, seg_batches_per_epoch: training length of a segmenter. Default to 5, 8, 8.
+        seg_epochs, seg_batch_size, seg_batches_per_epoch: training length of a segmenter. Default to 4, 8, 8.
         bootstrap: resamples of the paired intervals. Defaults to 1000.
         stability_cells: the stability region holds this many output cells across for each model.
             Defaults to 12.
@@ -89,12 +90,12 @@ class DemoConfig:
     n_train: int = 512
     n_valid: int = 128
     n_test: int = 512
-    epochs: int = 5
+    epochs: int = 4
     batch_size: int = 32
     batches_per_epoch: int = 8
     tiles: tuple = (64, 16, 32)
     tile_size: int = 65
-    seg_epochs: int = 5
+    seg_epochs: int = 4
     seg_batch_size: int = 8
     seg_batches_per_epoch: int = 8
     bootstrap: int = 1000
@@ -109,10 +110,14 @@ class DemoConfig:
             raise ValueError("demo: expected at least one seed and one fraction, and three tile counts")
 
     def full(self) -> "DemoConfig":
-        """The longer run of ``equipath demo --full``: 5 fractions down to 1/16 of 2,048 patches, 5 seeds,
-        three times the training."""
-        return replace(self, fractions=(1.0, 0.5, 0.25, 0.125, 0.0625), seeds=(0, 1, 2, 3, 4), n_train=2048,
-                       n_valid=256, n_test=1024, epochs=15, tiles=(128, 32, 64), seg_epochs=15, bootstrap=2000)
+        """The longer run of ``equipath demo --full``: wider models (9K weights: K = 16 and K = 6), 5
+        fractions down to 1/16 of 2,048 patches, 5 seeds, four times the training."""
+        wide = (ModelRun("p4m_densenet", model_kwargs={"growth": 16}),
+                ModelRun("densenet", model_kwargs={"growth": 6}, augment=("d4",)),
+                ModelRun("densenet", model_kwargs={"growth": 6}))
+        return replace(self, classifiers=wide, fractions=(1.0, 0.5, 0.25, 0.125, 0.0625), seeds=(0, 1, 2, 3, 4),
+                       n_train=2048, n_valid=256, n_test=1024, epochs=16, tiles=(128, 32, 64), seg_epochs=16,
+                       bootstrap=2000)
 
 
 @dataclass
