@@ -121,3 +121,24 @@ def test_ocelot_equals_the_official_loop_on_random_tied_cases():
         assert cell_detection_f1(preds, gts)["mf1"] == expected, case
         differs += cell_detection_f1(preds, gts, ties="strict")["mf1"] != expected
     assert differs > 0  # the rule matters on these cases
+
+
+def test_froc_command_ties_and_exclusions(tmp_path, capsys):
+    from equipath.cli import main
+
+    truth = tmp_path / "gt"
+    truth.mkdir()
+    square = np.array([[0, 0], [960, 0], [960, 960], [0, 960]], float)
+    write_asap_xml(truth / "tumor_001.xml", [Annotation("a", "_0", square), Annotation("b", "_0", square + 1920)])
+    det = tmp_path / "det"
+    det.mkdir()
+    write_detections_csv(det / "tumor_001.csv", [0.1, 0.1], [480, 3040], [480, 64])
+    write_detections_csv(det / "test_114.csv", [0.9], [100], [100])
+    from PIL import Image
+    (tmp_path / "slides").mkdir()
+    Image.new("RGB", (3200, 3200), "white").save(tmp_path / "slides" / "tumor_001.png")
+    base = ["froc", str(det), "--ground-truth", str(truth), "--slides", str(tmp_path / "slides"), "--bootstrap", "0"]
+    assert main(base + ["--exclude", "camelyon16"]) == 0
+    assert "FROC score 0.5000" in capsys.readouterr().out
+    assert main(base + ["--exclude", "camelyon16", "--ties", "strict"]) == 0
+    assert "FROC score 0.3958" in capsys.readouterr().out

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from equipath.models import create_model
+from equipath.outdir import DONE_MARKER
 from equipath.reproduce import TABLES, run_table
 from equipath.reproduce.camelyon16 import map_detections, regime_slides, split_slides
 from equipath.wsi.detection import read_detections_csv
@@ -47,7 +48,7 @@ def test_killed_plan_resumes_to_the_same_table(tmp_path):
     process = subprocess.Popen([sys.executable, "-c", RUN, str(out)], env=env, start_new_session=True,
                                stdout=log, stderr=log)
     cells = list(json.loads((reference / "plan.json").read_text())["cells"])  # keys in plan order
-    first_done = out / "cells" / cells[0] / ".done.json"
+    first_done = out / "cells" / cells[0] / DONE_MARKER
     second_last = out / "cells" / cells[1] / "train" / "last.pt"
     try:
         deadline = time.monotonic() + 600
@@ -61,7 +62,7 @@ def test_killed_plan_resumes_to_the_same_table(tmp_path):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
         log.close()
-    assert first_done.is_file() and not (out / "cells" / cells[1] / ".done.json").exists()
+    assert first_done.is_file() and not (out / "cells" / cells[1] / DONE_MARKER).exists()
     assert not (out / "table.csv").exists()
     marker = first_done.read_text()
     run_table(two_cell_table(), out, synthetic=True, progress=False, overrides=TINY, n_bootstrap=50, device="cpu")

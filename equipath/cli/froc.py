@@ -2,8 +2,8 @@
 
 from equipath.atomic import write_json
 from equipath.cli._options import add_out, add_seed
-from equipath.wsi.camelyon import collect_hits
-from equipath.wsi.froc import evaluate_froc
+from equipath.wsi.camelyon import CAMELYON16_EXCLUDED, collect_hits
+from equipath.wsi.froc import TIE_RULES, evaluate_froc
 
 
 def register(subparsers) -> None:
@@ -19,6 +19,12 @@ def register(subparsers) -> None:
     p.add_argument("--mpp", type=float, default=0.243,
                    help="level-0 microns per pixel when neither slide.json nor the slide says (default 0.243)")
     p.add_argument("--level", type=int, default=5, help="evaluation level, downsample 2**level (default 5)")
+    p.add_argument("--ties", choices=sorted(TIE_RULES), default="official",
+                   help="official: as Evaluation_FROC.py (false positives float64, lesions float32); strict: both "
+                        "float64 (default official)")
+    p.add_argument("--exclude", action="append", default=[], metavar="SLIDE",
+                   help="leave a slide out (repeatable); 'camelyon16' stands for the challenge's exclusions "
+                        f"({', '.join(CAMELYON16_EXCLUDED)})")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples of slides (default 2000; 0: none)")
     add_seed(p, help="bootstrap seed (default: 0)")
     add_out(p, help="write the full report (curve, per-slide table) to this JSON file")
@@ -32,7 +38,9 @@ def run(args) -> int:
         raise ValueError(f"--level must be in [1, 16], got {args.level}")
     if not 1e-3 <= args.mpp <= 1e3:  # NaN fails too
         raise ValueError(f"--mpp must be a number in [0.001, 1000], got {args.mpp}")
-    hits = collect_hits(args.detections, args.ground_truth, args.slides, mpp=args.mpp, level=args.level)
+    exclude = [n for name in args.exclude for n in (CAMELYON16_EXCLUDED if name == "camelyon16" else (name,))]
+    hits = collect_hits(args.detections, args.ground_truth, args.slides, mpp=args.mpp, level=args.level,
+                        ties=args.ties, exclude=exclude)
     report = evaluate_froc(hits, n_bootstrap=args.bootstrap, seed=args.seed)
     print(f"{report.n_slides} slides ({report.n_tumour_slides} with tumour), {report.n_lesions} lesions "
           f"(isolated tumour cells excluded)")

@@ -7,7 +7,7 @@ paper's own numbers (quoted from the seed text), how to prepare its data and how
     OUT/plan.json              the declared plan (cells, their configs, data); a resume must match it
     OUT/data/                  prepared data (synthetic sets, sampled patches), each with a marker
     OUT/cells/{key}/           one folder per cell: train/ (the trainer's run: it resumes from last.pt),
-                               the cell's evaluation, and the completion marker (``.done.json``) last
+                               the cell's evaluation, and the completion marker (``.done``) last
     OUT/table.md, table.csv    the table: ours (mean over seeds, bootstrap 95 % interval of that mean,
                                seed standard deviation) beside the paper's numbers, marked as the paper's
 
