@@ -50,6 +50,7 @@ EXPECTED = {
     "synth segmentation": {"--out", "--seed", "--no-progress"},
     "synth ocelot": {"--out", "--seed", "--no-progress"},
     "synth preview": {"--out", "--seed"},
+    "tiles": {"--out", "--seed", "--no-progress"},
     "train": {"--set", "--out", "--device", "--seed", "--batch-size", "--workers", "--no-progress"},
     "view": set(),
 }

@@ -19,28 +19,25 @@ __all__ = ["COMMON_FLAGS", "add_model", "add_set", "add_progress", "add_device",
 
 # flag -> the spelling it replaced in some command (the grammar test refuses the old ones)
 COMMON_FLAGS = {"--model": "--models", "--set": None, "--no-progress": "--progress", "--device": None,
-                "--batch-size": "--batch", "--workers": "--threads", "--seed": None, "--out": None}
+                "--batch-size": "--batch", "--workers": None, "--seed": "--seeds", "--out": None}
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _int_at_least(minimum: int, what: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    parse.__name__ = what.replace(" ", "_")
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+positive_int = _int_at_least(1, "a positive integer")  # an argparse type: an integer >= 1
+_non_negative_int = _int_at_least(0, "an integer >= 0")
 
 
 def add_model(parser, help: str = "model name (repeatable: --model a --model b)", required: bool = False,
