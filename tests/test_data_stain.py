@@ -92,3 +92,15 @@ def test_reference_travels_in_the_checkpoint(tmp_path, method):
     assert stain_from_checkpoint({"model": {}}) is None
     with pytest.raises(ValueError, match="unknown method"):
         stain_from_state({"method": "x"})
+
+
+@pytest.mark.parametrize("method", ["macenko", "reinhard"])
+def test_fixed_source_applies_one_mapping_to_every_tile(method):
+    """from_source(whole image) then tile by tile equals normalising the whole image at once."""
+    reference = beer_lambert(concentrations(), H, E)
+    image = beer_lambert(1.5 * concentrations()[:, ::-1], H2, E2)
+    norm = fit_stain_normalizer(method, reference)
+    fixed = norm.from_source(image)
+    tiles = np.concatenate([fixed(image[:10]), fixed(image[10:])])
+    np.testing.assert_allclose(tiles, norm(image), atol=1e-12)
+    assert np.abs(norm(image[10:]) - tiles[10:]).max() > 1e-3  # a tile without pure stains, measured alone

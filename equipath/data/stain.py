@@ -16,6 +16,10 @@ LAB is shifted and scaled to the reference's mean and standard deviation,
 
 Both take ``uint8 (H, W, 3)`` arrays (returning uint8) or float tensors ``(3, H, W)`` in [0, 1] (returning
 the same), and serve as the joint ``transform(image, mask)`` of the data sets (:class:`StainTransform`).
+By default every image is measured on its own (its stains, its LAB statistics): right for patches. For a
+slide read tile by tile, ``normalizer.from_source(thumbnail)`` measures the slide once and returns a
+transform that applies that same mapping to every tile (a tile with little tissue would otherwise be
+measured on almost nothing).
 
 Example:
     >>> import numpy as np
@@ -103,10 +107,16 @@ class MacenkoNormalizer:
         return self
 
     def __call__(self, image):
+        return self._apply(image, *self.stains(image))
+
+    def from_source(self, source) -> "_FixedSource":
+        """The mapping measured once on ``source`` (e.g. a slide's thumbnail), applied as it is to any image."""
+        return _FixedSource(self, self.stains(source))
+
+    def _apply(self, image, matrix, maxima):
         if self.stain_matrix is None:
             raise ValueError("Macenko: fit() a reference first")
         rgb, kind = _as_float_rgb(image)
-        matrix, maxima = self.stains(image)
         concentrations = np.linalg.lstsq(matrix.T, self._od(rgb).T, rcond=None)[0]  # (2, N)
         concentrations *= (self.max_concentrations / maxima)[:, None]
         out = np.exp(-(concentrations.T @ self.stain_matrix)).reshape(rgb.shape)
@@ -142,12 +152,17 @@ class ReinhardNormalizer:
         return self
 
     def __call__(self, image):
+        return self._apply(image, *self.statistics(image))
+
+    def from_source(self, source) -> "_FixedSource":
+        """The mapping measured once on ``source`` (e.g. a slide's thumbnail), applied as it is to any image."""
+        return _FixedSource(self, self.statistics(source))
+
+    def _apply(self, image, mean, std):
         if self.mean is None:
             raise ValueError("Reinhard: fit() a reference first")
         rgb, kind = _as_float_rgb(image)
-        lab = rgb2lab(rgb)
-        mean, std = self.statistics(image)
-        out = lab2rgb((lab - mean) / std * self.std + self.mean)
+        out = lab2rgb((rgb2lab(rgb) - mean) / std * self.std + self.mean)
         return _back(out, kind, image)
 
     def state_dict(self) -> dict:
@@ -157,6 +172,16 @@ class ReinhardNormalizer:
         self.mean = np.asarray(state["mean"], dtype=np.float64).reshape(3)
         self.std = np.asarray(state["std"], dtype=np.float64).reshape(3)
         return self
+
+
+class _FixedSource:
+    """A normaliser's mapping with the source measured once (``normalizer.from_source(image)``)."""
+
+    def __init__(self, normalizer, measured: tuple):
+        self.normalizer, self.measured = normalizer, measured
+
+    def __call__(self, image):
+        return self.normalizer._apply(image, *self.measured)
 
 
 STAIN_METHODS = {"macenko": MacenkoNormalizer, "reinhard": ReinhardNormalizer}
