@@ -29,13 +29,14 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
-from skimage.measure import approximate_polygon, find_contours
 
 from equipath.atomic import atomic_path, write_json
+from equipath.wsi.geojson import mask_polygons
+from equipath.wsi.geojson import write_geojson as write_features
 
-__all__ = ["write_run_record", "check_picture_options", "colorize", "cells_to_pixels", "heatmap_rgba", "write_heatmap_png",
-           "write_tissue_overlay", "write_pyramidal_tiff", "clip_ring", "write_geojson", "write_png",
-           "DEFAULT_CMAP"]
+__all__ = ["write_run_record", "check_picture_options", "colorize", "cells_to_pixels", "heatmap_rgba",
+           "write_heatmap_png", "write_tissue_overlay", "write_pyramidal_tiff", "clip_ring", "write_geojson",
+           "write_png", "DEFAULT_CMAP"]
 
 DEFAULT_CMAP = "viridis"
 _NO_DATA = (255, 255, 255)
@@ -258,15 +259,6 @@ def clip_ring(ring, width: float, height: float) -> list[list[float]]:
     return [[round(x, 1), round(y, 1)] for x, y in unique + unique[:1]]
 
 
-def _ring(mask: np.ndarray, cell_size: float, tolerance: float) -> list[list[float]]:
-    """Closed contour of one simply connected component, in level-0 pixels, counter-clockwise in image axes."""
-    padded = np.pad(mask, 1).astype(np.float32)
-    contour = max(find_contours(padded, 0.5), key=len)  # (n, 2) (row, col), closed
-    contour = approximate_polygon(contour, tolerance)
-    xy = (contour[:, ::-1] - 1 + 0.5) * cell_size  # padded index -> cell index -> level-0 cell edges
-    return [[float(x), float(y)] for x, y in xy]
-
-
 def _clipped_area(region: np.ndarray, origin: tuple[int, int], cell_size: float, bounds) -> float:
     """Level-0 area of the cells of ``region`` (top-left cell ``origin`` = (row, col)) inside ``bounds``."""
     rows, cols = (np.arange(n) + o for n, o in zip(region.shape, origin))
@@ -278,27 +270,26 @@ def _clipped_area(region: np.ndarray, origin: tuple[int, int], cell_size: float,
 
 
 def write_geojson(path, prob: np.ndarray, threshold: float, cell_size: float, name: str = "Tumor",
-                  color=(200, 0, 0), tolerance: float = 0.25, bounds: tuple[float, float] | None = None) -> Path:
-    """QuPath-compatible GeoJSON of the connected regions (8-connectivity) where ``prob >= threshold``
-    (NaN cells are never part of a region).
+                  color=(200, 0, 0), bounds: tuple[float, float] | None = None) -> Path:
+    """QuPath-compatible GeoJSON of the connected regions (4-connectivity, as
+    :func:`equipath.wsi.geojson.mask_polygons` traces them) where ``prob >= threshold`` (NaN cells are never
+    part of a region), written by :func:`equipath.wsi.geojson.write_geojson`.
 
     Each region is a ``Polygon`` annotation (outer ring, then one ring per hole) classified as ``name``,
     with its maximum and mean probability and area (level-0 pixels squared, inside ``bounds``) as
-    measurements. Rings follow the cell edges (corners cut by the contour), simplified by ``tolerance``
-    cells, and are clipped to ``bounds`` = the slide's level-0 ``(width, height)`` when given.
+    measurements. Rings follow the cell edges (corners cut by the contour) and are clipped to ``bounds`` =
+    the slide's level-0 ``(width, height)`` when given (:func:`clip_ring`).
     """
     prob = np.asarray(prob, dtype=np.float32)
     above = np.nan_to_num(prob, nan=-np.inf) >= threshold
-    labels, _ = ndimage.label(above, structure=np.ones((3, 3)))
+    labels, _ = ndimage.label(above)
     features = []
     for index, box in enumerate(ndimage.find_objects(labels), start=1):
         region = labels[box] == index
-        filled = ndimage.binary_fill_holes(region)
-        rings = [_ring(filled, cell_size, tolerance)]
-        holes, n_holes = ndimage.label(filled & ~region)
-        rings += [_ring(holes == h, cell_size, tolerance) for h in range(1, n_holes + 1)]
-        offset = np.array([box[1].start, box[0].start], dtype=np.float64) * cell_size
-        rings = [[[x + offset[0], y + offset[1]] for x, y in ring] for ring in rings]
+        ((exterior, holes),) = mask_polygons(region)
+        origin = np.array([box[0].start, box[1].start], dtype=np.float64)
+        # (row, col) between cell centres -> level-0 (x, y) on the cell edges
+        rings = [[[float(x), float(y)] for y, x in (ring + origin + 0.5) * cell_size] for ring in [exterior, *holes]]
         if bounds is not None:
             rings = [clip_ring(ring, *bounds) for ring in rings]
             if not rings[0]:
@@ -318,4 +309,4 @@ def write_geojson(path, prob: np.ndarray, threshold: float, cell_size: float, na
                                  "area_px": _clipped_area(region, (box[0].start, box[1].start), cell_size, bounds)},
             },
         })
-    return write_json(path, {"type": "FeatureCollection", "features": features}, indent=None)
+    return write_features(path, features)
