@@ -104,3 +104,30 @@ def test_fixed_source_applies_one_mapping_to_every_tile(method):
     tiles = np.concatenate([fixed(image[:10]), fixed(image[10:])])
     np.testing.assert_allclose(tiles, norm(image), atol=1e-12)
     assert np.abs(norm(image[10:]) - tiles[10:]).max() > 1e-3  # a tile without pure stains, measured alone
+
+
+def test_predict_slide_applies_the_checkpoint_stain(tmp_path):
+    """A checkpoint carrying a Reinhard reference: predict_slide's map equals the map of the image normalised
+    beforehand with the mapping measured on the slide's tissue (cells whose patch lies inside the image)."""
+    from equipath.data.synthetic import synthetic_tile
+    from equipath.wsi.inference import Grid, tissue_cells
+    from equipath.wsi.pipeline import PredictOptions, predict_slide
+    from equipath.wsi.reader import SlideView, open_slide
+
+    torch.manual_seed(0)
+    model = create_model("p4m_densenet", growth=8).eval()
+    image = synthetic_tile(1, size=(224, 288)).image
+    norm = fit_stain_normalizer("reinhard", (beer_lambert(concentrations(), H, E) * 255).astype(np.uint8))
+    options = PredictOptions(mpp=None, progress=False, device="cpu")
+    with open_slide(image) as reader:
+        view = SlideView.at(reader, mpp=None)
+        thumbnail, mask, _ = tissue_cells(view, Grid.for_view(view, model), options.tissue)
+    expected_image = norm.from_source(thumbnail[mask][None])(image)
+    predict_slide(image, tmp_path / "stained", model, {"stain": norm.state_dict()}, options)
+    predict_slide(expected_image, tmp_path / "expected", model, {}, options)
+    predict_slide(image, tmp_path / "raw", model, {}, options)
+    got, want, raw = (np.load(tmp_path / f / "probability.npy") for f in ("stained", "expected", "raw"))
+    inside = (slice(1, (224 - 64) // 32 + 1), slice(1, (288 - 64) // 32 + 1))  # patches fully inside the image
+    assert np.isfinite(got[inside]).all() and np.isfinite(want[inside]).all()
+    np.testing.assert_allclose(got[inside], want[inside], atol=1e-5)
+    assert np.abs(got[inside] - raw[inside]).max() > 1e-4  # the stain changed the input

@@ -34,6 +34,7 @@ import torch
 
 from equipath.atomic import write_json
 from equipath.checkpoint import load_model
+from equipath.data.stain import stain_from_checkpoint
 from equipath.outdir import file_sha256
 from equipath.wsi.detection import square_nms, write_detections_csv
 from equipath.wsi.inference import Grid, check_dense_model, predict_dense, tissue_cells
@@ -146,7 +147,7 @@ def predict_slide(source, out_dir, model, checkpoint: dict, options: PredictOpti
         view = SlideView.at(reader, level=options.level, mpp=mpp)
         grid = Grid.for_view(view, model)
         cell_size = grid.stride * grid.downsample
-        _, mask, cells = tissue_cells(view, grid, options.tissue)
+        tissue_thumb, mask, cells = tissue_cells(view, grid, options.tissue)
         mask_pixel = cell_size / round(cell_size * mask.shape[0] / reader.dimensions[1])  # k mask pixels per cell
         thumb_view = view.coarser(max(1.0, max(view.shape) / options.thumbnail_size))
         thumbnail = thumb_view.read_all()
@@ -158,7 +159,8 @@ def predict_slide(source, out_dir, model, checkpoint: dict, options: PredictOpti
                             f"{options.tissue.saturation}, value > {options.tissue.value}); the map is empty")
             log.warning("%s", warnings[-1])
         t_tissue = time.perf_counter()
-        prob = predict_dense(model, view, grid, cells,  # the model normalises its input (load_model)
+        model_view = stained_view(view, checkpoint, tissue_thumb, mask)  # the checkpoint's stain, if any
+        prob = predict_dense(model, model_view, grid, cells,  # the model normalises its input (load_model)
                              tile_cells=options.tile_cells, batch_size=options.batch_size,
                              device=options.device or default_device(),
                              amp=options.amp, tta=options.tta, out=out_dir / ".probability.npy",
@@ -211,6 +213,30 @@ def predict_slide(source, out_dir, model, checkpoint: dict, options: PredictOpti
              summary["tissue_cells"], summary["detections"], summary["max_probability"], elapsed)
     return summary
 
+
+
+class _StainedView:
+    """A view whose reads are stain-normalised; everything else is the view's."""
+
+    def __init__(self, view, transform):
+        self._view, self._transform = view, transform
+
+    def __getattr__(self, name):
+        return getattr(self._view, name)
+
+    def read(self, x: int, y: int, w: int, h: int) -> np.ndarray:
+        return self._transform(self._view.read(x, y, w, h))
+
+
+def stained_view(view, checkpoint: dict, thumbnail: np.ndarray, mask: np.ndarray):
+    """``view`` as the model should see it: with the checkpoint's stain normalisation (``checkpoint["stain"]``,
+    :mod:`equipath.data.stain`) measured once on the slide's tissue pixels of ``thumbnail`` and applied to
+    every read, or ``view`` itself when the checkpoint has none or no tissue was found. Tissue detection,
+    thumbnails and heatmaps keep the raw pixels."""
+    normalizer = stain_from_checkpoint(checkpoint)
+    if normalizer is None or not mask.any():
+        return view
+    return _StainedView(view, normalizer.from_source(thumbnail[mask][None]))  # (1, tissue pixels, 3)
 
 
 def default_device() -> str:
