@@ -52,16 +52,18 @@ class ViewerServer:
 
     Args:
         runs: the run folders to show, in the page's order.
-        host: the address to bind. Only loopback addresses are accepted. Defaults to ``"127.0.0.1"``.
+        host: the address to bind; only ``"127.0.0.1"`` (this machine) is accepted. Defaults to it.
         port: the port; 0 picks a free one. Defaults to 0.
     """
 
     def __init__(self, runs: list[Run], host: str = "127.0.0.1", port: int = 0):
-        if host not in ("127.0.0.1", "localhost", "::1"):
+        if host != "127.0.0.1":
             raise ValueError(f"the viewer binds only to this machine (127.0.0.1), not {host!r}")
         self.runs = runs
         self.zooms = [DeepZoom(run.reader) for run in runs]
         self._locks = [threading.Lock() for _ in runs]
+        # the coarse DeepZoom levels read much of the slide: keep the latest tiles (at most ~1024 x 20 KB)
+        self._tile = lru_cache(maxsize=1024)(self._read_tile)
         self.manifests = [run.manifest(i) for i, run in enumerate(runs)]
         for manifest, zoom in zip(self.manifests, self.zooms):
             source = zoom.descriptor()
@@ -94,7 +96,7 @@ class ViewerServer:
         for run in self.runs:
             run.close()
 
-    def _tile(self, index: int, level: int, col: int, row: int) -> bytes:
+    def _read_tile(self, index: int, level: int, col: int, row: int) -> bytes:
         with self._locks[index]:  # one read at a time per slide handle
             return self.zooms[index].tile_bytes(level, col, row)
 
