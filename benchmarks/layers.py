@@ -125,11 +125,11 @@ def main():
     row("GroupConv2d batch-1 eval forward", {"equipath": eval_forward(group, xg[:1].clone(), plan),
                                             "folded": eval_forward(folded, xp[:1].clone(), plan)})
     others = {
-        "LiftingConv2d 3->16 training step": (LiftingConv2d(3, C, 3, "p4m", padding=1), torch.randn(B, 3, S, S)),
-        "ProjectionConv2d 16->16 k3 training step": (ProjectionConv2d(C, C, 3, "p4m", padding=1), x),
-        "GroupConvTranspose2d 16->16 s2 training step": (GroupConvTranspose2d(C, C, 2, "p4m", stride=2),
+        f"LiftingConv2d 3->{C} training step": (LiftingConv2d(3, C, 3, "p4m", padding=1), torch.randn(B, 3, S, S)),
+        f"ProjectionConv2d {C}->{C} k3 training step": (ProjectionConv2d(C, C, 3, "p4m", padding=1), x),
+        f"GroupConvTranspose2d {C}->{C} s2 training step": (GroupConvTranspose2d(C, C, 2, "p4m", stride=2),
                                                          torch.randn(B, C, G, S // 2, S // 2)),
-        "IsotropicConv2d 128->128 k5 training step": (IsotropicConv2d(C * G, C * G, 5, padding=2),
+        f"IsotropicConv2d {C * G}->{C * G} k5 training step": (IsotropicConv2d(C * G, C * G, 5, padding=2),
                                                       torch.randn(B, C * G, S, S)),
     }
     for name, (layer, inp) in others.items():
@@ -143,7 +143,7 @@ def main():
     for name, samples in rows:
         for k, (variant, v) in enumerate(samples.items()):
             r = "" if variant == "folded" else spread(paired_ratios(v.wall, samples["folded"].wall), 1, 3)
-            print(f"{name if k == 0 else '':<48}{variant:>10}{spread(v.wall, 1e3):>24}{spread(v.cpu, 1e3):>24}{r:>26}")
+            print(f"{name if k == 0 else '':<48} {variant:>9} {spread(v.wall, 1e3):>23} {spread(v.cpu, 1e3):>23} {r:>25}")
             markdown.append((f"layers ({where})", f"{name}: {variant}", f"{statistics.median(v.wall) * 1e3:.2f} ms",
                              f"IQR {spread(v.wall, 1e3)}; CPU {spread(v.cpu, 1e3)} ms"
                              + (f"; ratio to folded {r}" if r else "")))

@@ -160,6 +160,9 @@ def _conv_stack(model, side: int, device):
     gets on a ``side x side`` px tile, as a plain stack: the same arithmetic without anything else."""
     import torch
 
+    from equipath.nn import fold_model
+
+    model = fold_model(model)
     shapes = []
     hooks = [m.register_forward_hook(lambda mod, inp, out: shapes.append((mod, tuple(inp[0].shape))))
              for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
