@@ -53,6 +53,7 @@ from tqdm.auto import tqdm
 from equipath.training.device import device_plan
 from equipath.wsi.inference import _prefetched
 from equipath.wsi.reader import SlideView
+from equipath.wsi.segment_outputs import release
 from equipath.wsi.tissue import TissueOptions, tissue_mask
 
 __all__ = ["AxisTiles", "TilePlan", "plan_segmentation", "segment_view"]
@@ -275,6 +276,7 @@ def segment_view(model, view: SlideView, *, tile: int = 512, margin: int | None 
         result = np.lib.format.open_memmap(Path(out), mode="w+", dtype=dtype, shape=(C, H, W))
         for y in range(0, H, 1024):
             result[:, y:y + 1024] = np.nan
+            release(result)
     log.info("%d of %d tiles of %dx%d over tissue, margin %d (%s), %.2f Mpx computed for %.2f Mpx of view",
              len(tiles), len(plan.tiles), plan.rows.window, plan.cols.window, plan.margin,
              "exact" if plan.exact else "approximate", plan.computed_pixels(len(tiles)) / 1e6, H * W / 1e6)
@@ -301,6 +303,8 @@ def segment_view(model, view: SlideView, *, tile: int = 512, margin: int | None 
             if v1 > v0 and u1 > u0:
                 result[:, v0:v1, u0:u1] = window[:, v0 + plan.rows.pad - s0:v1 + plan.rows.pad - s0,
                                                  u0 + plan.cols.pad - s1:u1 + plan.cols.pad - s1]
+        if out is not None:
+            release(result)
         bar.update(len(batch))
     bar.close()
     if out is not None:

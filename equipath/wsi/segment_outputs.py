@@ -16,6 +16,7 @@ Example:
     [0, 0, 0, 255, 255]
 """
 
+import mmap
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from equipath.atomic import atomic_path
 from equipath.wsi.geojson import class_color
 from equipath.wsi.tissue import resize_nearest
 
-__all__ = ["NO_LABEL", "label_mask", "write_label_tiff", "write_label_overlay", "class_names_of"]
+__all__ = ["NO_LABEL", "label_mask", "release", "write_label_tiff", "write_label_overlay", "class_names_of"]
 
 NO_LABEL = 255
 
@@ -42,16 +43,28 @@ def class_names_of(checkpoint: dict, num_classes: int) -> dict[int, str]:
     return {0: "Background", **{i: f"Class {i}" for i in range(1, num_classes)}}
 
 
-def label_mask(prob: np.ndarray, rows: int = 1024) -> np.ndarray:
-    """Argmax ``(H, W) uint8`` of probabilities ``(C, H, W)``, :data:`NO_LABEL` where they are NaN; read
-    ``rows`` rows at a time, so a memmap is never loaded whole (the result is ``H * W`` bytes)."""
+def label_mask(prob: np.ndarray, out=None, rows: int = 1024) -> np.ndarray:
+    """Argmax ``(H, W) uint8`` of probabilities ``(C, H, W)``, :data:`NO_LABEL` where they are NaN, read
+    ``rows`` rows at a time, so a memmap is never loaded whole; into an ``.npy`` memmap at ``out`` (pages
+    dropped as they are written) or, by default, memory (``H * W`` bytes)."""
     C, H, W = prob.shape
-    out = np.empty((H, W), dtype=np.uint8)
+    labels = np.empty((H, W), dtype=np.uint8) if out is None else \
+        np.lib.format.open_memmap(out, mode="w+", dtype=np.uint8, shape=(H, W))
     for y in range(0, H, rows):
         chunk = np.asarray(prob[:, y:y + rows], dtype=np.float32)
         nan = np.isnan(chunk).any(0)
-        out[y:y + rows] = np.where(nan, NO_LABEL, np.nan_to_num(chunk, nan=-1.0).argmax(0))
-    return out
+        labels[y:y + rows] = np.where(nan, NO_LABEL, np.nan_to_num(chunk, nan=-1.0).argmax(0))
+        if out is not None:
+            release(labels)
+    return labels
+
+
+def release(memmap: np.memmap) -> None:
+    """Write a memmap's dirty pages to disk and drop them from memory (they are read back when touched)."""
+    memmap.flush()
+    mapping = getattr(memmap, "_mmap", None)
+    if mapping is not None and hasattr(mapping, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        mapping.madvise(mmap.MADV_DONTNEED)
 
 
 def write_label_tiff(path, labels: np.ndarray, mpp: float | None, tile: int = 256) -> Path:

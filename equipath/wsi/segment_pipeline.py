@@ -104,19 +104,22 @@ def segment_slide(source, out_dir, model, checkpoint: dict, options: SegmentOpti
         thumbnail = view.coarser(k).read_all()
         dims = reader.dimensions
     names = class_names_of(checkpoint, prob.shape[0])
-    labels = label_mask(prob)
+    labels = label_mask(prob, out=out_dir / ".labels.npy")  # on disk: the process holds no H x W array
     write_label_tiff(out_dir / "labels.tif", labels, view.mpp)
     write_label_overlay(out_dir / "overlay.png", thumbnail, labels, names)
     regions = {v: n for v, n in names.items() if v != 0}
     step = max(1, -(-max(labels.shape) // 8192))  # polygons of very large maps from every step-th pixel
     write_geojson(out_dir / "regions.geojson", label_features(labels[::step, ::step], regions,
                                                               downsample=view.downsample * step, bounds=dims))
+    predicted = sum(int((labels[y:y + 1024] != 255).sum()) for y in range(0, len(labels), 1024)) / labels.size
+    del labels
+    (out_dir / ".labels.npy").unlink()
     summary = {"source": str(source) if isinstance(source, (str, Path)) else "<array>",
                "model": checkpoint.get("model"), "classes": names, "level0_dimensions": list(dims),
                "view": {"downsample": view.downsample, "mpp": view.mpp, "shape": list(view.shape)},
                "tiles": {"window": [plan.rows.window, plan.cols.window], "margin": plan.margin,
                          "receptive_radius": plan.radius, "stride": plan.stride, "exact": plan.exact},
-               "predicted_fraction": float(np.mean(labels != 255)), "seconds": seconds,
+               "predicted_fraction": predicted, "seconds": seconds,
                "options": asdict(options), "warnings": [] if plan.exact else
                [f"margin {plan.margin} < receptive radius {plan.radius}: approximate near tile borders"]}
     if options.cells if options.cells is not None else is_cell_model(checkpoint):
