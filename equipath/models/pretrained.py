@@ -17,7 +17,7 @@ Example:
 import torch
 from torch import nn
 
-from equipath.checkpoint import load_checkpoint
+from equipath.checkpoint import check_weights, load_checkpoint
 from equipath.models.registry import create_model
 
 __all__ = ["load_model", "Normalized"]
@@ -88,7 +88,12 @@ def load_model(path, map_location="cpu", normalized: bool = True) -> tuple[nn.Mo
     in front: feed it float RGB in [0, 1]. ``normalized=False`` gives the bare architecture (for code that
     trains or saves it)."""
     state = load_checkpoint(path, map_location)
-    model = create_model(state["model"]["name"], **state["model"]["kwargs"])
+    name, kwargs = state["model"]["name"], state["model"]["kwargs"]
+    try:
+        model = create_model(name, **kwargs)
+    except ValueError as exc:
+        raise ValueError(f"checkpoint {path}: {exc}") from exc
+    check_weights(model, state["state_dict"], f"checkpoint {path} ({name} {kwargs})")
     model.load_state_dict(state["state_dict"])
     if normalized and state.get("normalization"):
         model = Normalized(model, state["normalization"]["mean"], state["normalization"]["std"])
