@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from equipath.groups import get_group
-from equipath.models import create_model
+from equipath.models import Normalized, create_model
 from equipath.wsi.inference import Grid, plan_tiles, predict_dense, predict_patches, tissue_cells
 from equipath.wsi.reader import SlideView, open_slide
 from equipath.wsi.tissue import TissueOptions, tissue_mask
@@ -20,13 +20,14 @@ NORM = {"mean": [0.7, 0.5, 0.7], "std": [0.15, 0.2, 0.15]}
 
 
 def tiny(name="p4m_densenet"):
+    """A small model with its normalisation in front, as ``load_model`` returns a checkpoint's."""
     model = create_model(name, growth=8 if name.startswith("p4m") else 4).eval()
     with torch.no_grad():  # non-trivial batch-norm statistics, so the test sees real numbers
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm3d):
                 m.running_mean.uniform_(-0.2, 0.2)
                 m.running_var.uniform_(0.5, 1.5)
-    return model
+    return Normalized(model, **NORM).eval()
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +53,13 @@ def test_fully_convolutional_equals_patch_by_patch(cmu_crop):
     _, _, cells = tissue_cells(view, grid, TissueOptions())
     assert 0 < cells.sum() < cells.size
     full = np.ones(grid.shape, bool)
-    dense = predict_dense(model, view, grid, full, normalization=NORM, tile_cells=4, batch_size=3, progress=False)
+    dense = predict_dense(model, view, grid, full, tile_cells=4, batch_size=3, progress=False)
     positions = sample_cells(grid, cells, 12, np.random.default_rng(0))
-    reference = predict_patches(model, view, grid, positions, normalization=NORM, batch_size=16, progress=False)
+    reference = predict_patches(model, view, grid, positions, batch_size=16, progress=False)
     values = dense[positions[:, 0], positions[:, 1]]
     assert np.ptp(values) > 1e-3  # the map is not constant: the comparison means something
     np.testing.assert_allclose(values, reference, rtol=0, atol=1e-4)
-    only_tissue = predict_dense(model, view, grid, cells, normalization=NORM, tile_cells=5, batch_size=2,
+    only_tissue = predict_dense(model, view, grid, cells, tile_cells=5, batch_size=2,
                                 progress=False)
     np.testing.assert_allclose(only_tissue[cells], dense[cells], atol=1e-5)
     assert (only_tissue[~cells] == 0).all()
@@ -73,10 +74,10 @@ def test_resampled_view_and_on_disk_map(tmp_path):
         _, _, cells = tissue_cells(view, grid)
         region = np.zeros(grid.shape, bool)
         region[10:16, 8:16] = cells[10:16, 8:16]  # a window of the slide keeps the test fast
-        prob = predict_dense(model, view, grid, region, normalization=NORM, tile_cells=6, batch_size=2,
+        prob = predict_dense(model, view, grid, region, tile_cells=6, batch_size=2,
                              out=tmp_path / "map.npy", progress=False)
         positions = sample_cells(grid, region, 8, np.random.default_rng(1))[:-4]
-        reference = predict_patches(model, view, grid, positions, normalization=NORM, progress=False)
+        reference = predict_patches(model, view, grid, positions, progress=False)
     assert isinstance(prob, np.memmap)
     np.testing.assert_allclose(prob[positions[:, 0], positions[:, 1]], reference, atol=1e-4)
     np.testing.assert_array_equal(np.load(tmp_path / "map.npy"), prob)
@@ -154,7 +155,7 @@ def test_tta_is_free_for_p4m_and_makes_a_baseline_invariant(cmu_crop):
 
     def run(model, img, tta):
         view = SlideView.at(open_slide(img))
-        return predict_dense(model, view, Grid.for_view(view, model), normalization=NORM, tile_cells=4,
+        return predict_dense(model, view, Grid.for_view(view, model), tile_cells=4,
                              batch_size=1, tta=tta, progress=False)
 
     g = 5  # a quarter turn after a mirror

@@ -40,6 +40,7 @@ Example:
 
 import logging
 import math
+import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -156,21 +157,19 @@ def _predictor(model, dense: bool, tta: bool) -> nn.Module:
 
 class _Runner:
     """The device/AMP part: a predictor on the device as the :class:`DevicePlan` says (channels-last,
-    autocast, ``non_blocking``), fed uint8 tiles and normalised on the device. The model is folded to
+    autocast, ``non_blocking``), fed uint8 tiles as RGB in [0, 1] (a checkpoint's model from
+    :func:`equipath.models.load_model` normalises them itself). The model is folded to
     plain convolutions (:func:`~equipath.nn.fold_model`) first when ``fold``: the same outputs, no filter
     expansion at run time."""
 
-    def __init__(self, model, normalization: dict | None, plan: DevicePlan, fold: bool):
+    def __init__(self, model, plan: DevicePlan, fold: bool):
         self.plan = plan
         self.model = plan.apply(fold_model(model.eval()) if fold else model.eval())
-        norm = normalization or {"mean": [0.0] * 3, "std": [1.0] * 3}
-        self.mean = torch.tensor(norm["mean"], dtype=torch.float32, device=plan.device).view(1, 3, 1, 1)
-        self.std = torch.tensor(norm["std"], dtype=torch.float32, device=plan.device).view(1, 3, 1, 1)
 
     def _prepare(self, pixels: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(pixels).to(self.plan.device, non_blocking=self.plan.non_blocking)  # (B, H, W, 3) uint8
         x = x.permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, H, W) in [0, 1]
-        return self.plan.inputs((x - self.mean) / self.std)
+        return self.plan.inputs(x)
 
     @torch.inference_mode()
     def probabilities(self, predictor: nn.Module, pixels: np.ndarray) -> np.ndarray:
@@ -387,19 +386,18 @@ def plan_tiles(cells: np.ndarray, tile_cells: int, cost: TileCost | None = None)
 
 
 def predict_dense(model, view: SlideView, grid: Grid, cells: np.ndarray | None = None, *,
-                  normalization: dict | None = None, tile_cells: int | None = None, batch_size: int | None = None,
+                  tile_cells: int | None = None, batch_size: int | None = None,
                   device=None, amp: bool | None = None, tta: bool = False, out: str | Path | None = None,
-                  read_workers: int = 2, fold: bool = True, progress: bool = True) -> np.ndarray:
+                  read_workers: int | None = None, fold: bool = True, progress: bool = True) -> np.ndarray:
     """Tumour probability of every tissue cell of ``grid`` by tiled fully-convolutional inference.
 
     Args:
-        model: a patch classifier with ``forward_dense`` (e.g. ``p4m_densenet``), returning logits.
+        model: a patch classifier with ``forward_dense`` (e.g. ``p4m_densenet``), returning logits, taking RGB in
+            [0, 1]: a checkpoint's model from :func:`equipath.models.load_model` normalises its input itself.
         view: the slide at the model's resolution.
         grid: ``Grid.for_view(view, model)``.
         cells: ``(rows, cols)`` bool, the cells to predict (tissue); see :func:`plan_tiles`.
             Defaults to None (every cell).
-        normalization: ``{"mean": [r, g, b], "std": [r, g, b]}`` for RGB in [0, 1] (the checkpoint's).
-            Defaults to None (no normalisation).
         tile_cells: ``T``, the largest tile side in cells; a ``h x w``-cell tile reads
             ``((h - 1) * s + rf) x ((w - 1) * s + rf)`` pixels. Defaults to None (from memory, see
             :func:`memory_plan`).
@@ -410,7 +408,8 @@ def predict_dense(model, view: SlideView, grid: Grid, cells: np.ndarray | None =
         tta: average over the 8 D4 transforms of every tile (:class:`~equipath.analysis.tta.GroupTTA`;
             tiles are then read square). Defaults to False.
         out: ``.npy`` path for an on-disk (memmap) map. Defaults to None (in memory).
-        read_workers: threads reading tiles ahead of the model. Defaults to 2.
+        read_workers: threads reading (decoding, resampling) tiles ahead of the model; the readers release
+            the GIL. Defaults to None (one per CPU core, at most 8).
         fold: run the model folded to plain convolutions (same outputs). Defaults to True.
         progress: show a progress bar. Defaults to True.
 
@@ -431,7 +430,7 @@ def predict_dense(model, view: SlideView, grid: Grid, cells: np.ndarray | None =
     if not cells.any():
         return prob
     s, rf = grid.stride, grid.receptive_field
-    runner = _Runner(model, normalization, _plan_for(device, amp), fold)
+    runner = _Runner(model, _plan_for(device, amp), fold)
     auto_cells, auto_batch = memory_plan(runner.model, runner.plan.device)
     tile_cells, batch_size = tile_cells or auto_cells, batch_size or auto_batch
     cost = TileCost.of_model(runner.model)
@@ -452,6 +451,7 @@ def predict_dense(model, view: SlideView, grid: Grid, cells: np.ndarray | None =
              int(cells.sum()), cells.size, sum(h * w for *_, h, w in tiles), read_px / 1e6,
              100 * (1 - cost.A * cells.sum() / sum(cost(h, w) for *_, h, w in tiles)), "with D4 TTA" if tta else "no TTA")
     predictor = _predictor(runner.model, dense=True, tta=tta)
+    read_workers = read_workers or min(8, os.cpu_count() or 1)
 
     def read(job):
         (h, w), batch = job
@@ -473,7 +473,7 @@ def predict_dense(model, view: SlideView, grid: Grid, cells: np.ndarray | None =
 
 
 def predict_patches(model, view: SlideView, grid: Grid, positions: np.ndarray, *,
-                    normalization: dict | None = None, batch_size: int = 64, device=None,
+                    batch_size: int = 64, device=None,
                     amp: bool | None = None, tta: bool = False, fold: bool = True, progress: bool = True) -> np.ndarray:
     """Patch-by-patch reference: read each cell's ``rf x rf`` patch and classify it with ``model.forward``.
 
@@ -485,7 +485,7 @@ def predict_patches(model, view: SlideView, grid: Grid, positions: np.ndarray, *
         ``(N,) float32`` probabilities.
     """
     positions = np.asarray(positions, dtype=np.int64).reshape(-1, 2)
-    runner = _Runner(model, normalization, _plan_for(device, amp), fold)
+    runner = _Runner(model, _plan_for(device, amp), fold)
     predictor = _predictor(runner.model, dense=False, tta=tta)
     rf = grid.receptive_field
     out = np.empty(len(positions), dtype=np.float32)
