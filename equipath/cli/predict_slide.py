@@ -9,15 +9,7 @@ options) goes to ``OUT/made_with.json``, and a resume with anything else is refu
 every slide). Two runs cannot share ``OUT``: the second stops with a message naming the first.
 """
 
-import os
-from dataclasses import asdict
-
-from equipath.cli.predict import add_arguments, report
-from equipath.wsi.batch import find_slides, run_slides
-from equipath.wsi.inference import check_dense_model
-from equipath.wsi.outputs import check_picture_options, write_run_record
-from equipath.wsi.pipeline import PredictJob, PredictOptions
-from equipath.wsi.tissue import TissueOptions
+from equipath.cli._predict import add_arguments, run_classifier
 
 
 def register(subparsers) -> None:
@@ -28,29 +20,4 @@ def register(subparsers) -> None:
                     "QuPath GeoJSON regions and Camelyon16 detections (prob,X,Y at level 0). The classifier path of "
                     "`equipath predict`, with the same flags (segmentation models: use `equipath predict`).")
     add_arguments(p, what="slides")
-    p.set_defaults(func=run)
-
-
-def run(args, command: str = "predict-slide") -> int:
-    options = PredictOptions(
-        mpp=None if args.level is not None else (args.mpp if args.mpp is not None else 0.972), level=args.level,
-        slide_mpp=args.slide_mpp, backend=args.backend,
-        tissue=TissueOptions(method=args.tissue_method, saturation=args.saturation, value=args.value,
-                             mpp=args.tissue_mpp),
-        tile_cells=args.tile_cells, batch_size=2 if args.batch_size is None else args.batch_size,
-        device=None if args.device == "auto" else args.device, amp=args.amp, tta=args.tta,
-        threshold=args.threshold, nms_window=args.nms_window, nms_threshold=args.nms_threshold,
-        cmap=args.cmap, alpha=args.alpha, progress=args.progress)
-    check_picture_options(args.cmap, args.alpha)
-    job = PredictJob(os.path.abspath(args.checkpoint), options)
-    model, checkpoint = job.load()
-    check_dense_model(model)
-    slides = find_slides(args.inputs)
-    if (args.rank if args.rank is not None else int(os.environ.get("RANK", 0))) == 0:
-        write_run_record(args.out, command,
-                         {"checkpoint": job.checkpoint, "model": checkpoint.get("model"),
-                          "slides": [str(s) for s in slides], "options": asdict(options), "workers": args.workers})
-    outcomes = run_slides(slides, args.out, job, workers=max(1, args.workers), rank=args.rank,
-                          world_size=args.world_size, resume=not args.overwrite, progress=args.progress,
-                          record=job.record(), record_file="made_with.json")
-    return report(outcomes)
+    p.set_defaults(func=run_classifier)
