@@ -40,7 +40,7 @@ else
     WHERE=$("$PY" -c "import torch; print(torch.cuda.get_device_name(0))")
     LAYERS=(--device cuda --repeats 7)
     TRAIN=(--device cuda --repeats 7 --batch 256)
-    SLIDE=(--large --area 1 --device cuda)
+    SLIDE=(--large --area 1 --device cuda --sample 64)
 fi
 
 echo "== layers ($DEVICE)"
