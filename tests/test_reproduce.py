@@ -135,3 +135,25 @@ def test_cli_names_the_missing_data_root(tmp_path, capsys):
 
     assert main(["reproduce", "pcam-table1", "--out", str(tmp_path / "out")]) == 2
     assert "--data-root is required" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", sorted(TABLES))
+@pytest.mark.parametrize("synthetic", [True, False])
+def test_every_cell_of_every_table_is_a_valid_training_config(tmp_path, name, synthetic):
+    """The declared plans: every cell's config (shipped config + the plan's changes) passes TrainConfig's
+    strict validation, keys are unique, and every (row, column) of the paper has cells."""
+    from equipath.reproduce.plan import Context
+    from equipath.training import TrainConfig
+
+    table = TABLES[name]
+    root = str(tmp_path / "data")
+    data = {"pcam": root, "root": root, "patches": {c: {"root": root} for c in ("100%", "50%", "25%", "12.5%")}}
+    context = Context(tmp_path, None if synthetic else tmp_path, synthetic, data=data)
+    cells = table.cells(context, 3)
+    assert len({c.key for c in cells}) == len(cells)
+    for cell in cells:
+        config = TrainConfig.from_dict({**cell.config, "out_dir": str(tmp_path / cell.key), "seed": cell.seed})
+        assert config.data.dataset.startswith("synthetic") or config.data.dataset in ("pcam", "ocelot") or \
+            not synthetic
+    assert {(c.row, c.column) for c in cells} >= set(table.paper)
+    assert sorted({c.seed for c in cells}) == [0, 1, 2]
