@@ -250,7 +250,8 @@ def test_experiment_runs_and_writes_a_synthetic_table(tmp_path):
     assert CellExperimentConfig(weights=(0.2, 0.9)).runs() == [("baseline", 0.0)] + [
         (v, w) for v in VARIANTS[1:] for w in (0.2, 0.9)]
     config = CellExperimentConfig(variants=("baseline", "inv-HNet"), weights=(0.2, 0.9), n_train=32, n_val=16,
-                                  n_test=12, n_labelled=36, epochs=1, batch_size=32, n_angles=3, folds=2, **TINY)
+                                  n_test=12, n_labelled=36, n_angles=3, folds=2,
+                                  train=CellTrainConfig(epochs=1, batch_size=32, **TINY))
     rows = run_experiment(config, tmp_path, progress=False)
     assert [(r["variant"], r["rotation_weight"]) for r in rows] == [("baseline", 0.0), ("inv-HNet", 0.2), ("inv-HNet", 0.9)]
     saved = json.loads((tmp_path / "results.json").read_text())

@@ -6,7 +6,7 @@ and settings; one table of representation KL under rotation (seed 003 Fig. 3), S
 Example (a few seconds; real runs use the defaults):
     >>> import tempfile
     >>> config = CellExperimentConfig(variants=("baseline",), n_train=24, n_val=12, n_test=12, n_labelled=24,
-    ...                               width=2, latent_dim=4, epochs=1, n_angles=4, folds=2)
+    ...                               n_angles=4, folds=2, train=CellTrainConfig(width=2, latent_dim=4, epochs=1))
     >>> rows = run_experiment(config, tempfile.mkdtemp(), progress=False)
     >>> [(r["variant"], r["rotation_weight"]) for r in rows]
     [('baseline', 0.0)]
@@ -14,7 +14,7 @@ Example (a few seconds; real runs use the defaults):
 
 import logging
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from equipath.atomic import atomic_write, save_figure, write_csv, write_json
@@ -41,12 +41,12 @@ class CellExperimentConfig:
             (0.2, 0.5, 0.9) as in seed 003.
         n_train, n_val, n_test, n_labelled: procedural patches for training, early stopping, KL and SSIM,
             and the cross-validated probe; each set has its own seed. Defaults to 800, 300, 300, 600.
-        size, latent_dim, width, epochs, batch_size, lr, patience: as
-            :class:`~equipath.cells.train.CellTrainConfig`. Defaults to 32, 16, 8, 10, 64, 3e-3, 4.
         n_angles: angles of the KL evaluation (every ``360 / n_angles`` degrees). Defaults to 12.
         folds: cross-validation folds of the probe. Defaults to 5.
-        seed: seeds the data (``seed`` .. ``seed + 3``) and training. Defaults to 0.
-        device: ``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``. Defaults to ``auto``.
+        seed: seeds the data (``seed`` .. ``seed + 3``) and training (it replaces ``train.seed``). Defaults to 0.
+        train: the training settings of every run, a :class:`~equipath.cells.train.CellTrainConfig` whose
+            ``variant`` and ``rotation_weight`` each run sets (declared once, there). Defaults to its
+            defaults with ``patience=4``.
     """
 
     variants: tuple[str, ...] = VARIANTS
@@ -55,17 +55,10 @@ class CellExperimentConfig:
     n_val: int = 300
     n_test: int = 300
     n_labelled: int = 600
-    size: int = 32
-    latent_dim: int = 16
-    width: int = 8
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 3e-3
-    patience: int = 4
     n_angles: int = 12
     folds: int = 5
     seed: int = 0
-    device: str = "auto"
+    train: CellTrainConfig = field(default_factory=lambda: CellTrainConfig(patience=4))
 
     def __post_init__(self):
         check_types(self, "cell experiment")  # the package's one set of config rules
@@ -86,9 +79,7 @@ class CellExperimentConfig:
             (v, w) for v in self.variants if v != "baseline" for w in self.weights]
 
     def train_config(self, variant: str, weight: float) -> CellTrainConfig:
-        return CellTrainConfig(variant=variant, rotation_weight=weight, size=self.size, latent_dim=self.latent_dim,
-                               width=self.width, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                               patience=self.patience, seed=self.seed, device=self.device)
+        return replace(self.train, variant=variant, rotation_weight=weight, seed=self.seed)
 
 
 _COLUMNS = ("variant", "rotation_weight", "kl_rotation", "ssim", "f1_mean", "f1_std", "best_epoch", "epochs_run",
@@ -152,10 +143,11 @@ def run_experiment(config: CellExperimentConfig, out_dir, progress: bool = True)
     :func:`~equipath.cells.metrics.evaluate_cell_vae`, training time and history)."""
     out = Path(out_dir)
     s = config.seed
-    train, _ = load_cells(SYNTHETIC, config.n_train, config.size, s)
-    val, _ = load_cells(SYNTHETIC, config.n_val, config.size, s + 1)
-    test, _ = load_cells(SYNTHETIC, config.n_test, config.size, s + 2)
-    labelled, labels = load_cells(SYNTHETIC, config.n_labelled, config.size, s + 3)
+    size = config.train.size
+    train, _ = load_cells(SYNTHETIC, config.n_train, size, s)
+    val, _ = load_cells(SYNTHETIC, config.n_val, size, s + 1)
+    test, _ = load_cells(SYNTHETIC, config.n_test, size, s + 2)
+    labelled, labels = load_cells(SYNTHETIC, config.n_labelled, size, s + 3)
     rows = []
     for variant, weight in config.runs():
         train_config = config.train_config(variant, weight)

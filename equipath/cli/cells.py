@@ -43,7 +43,8 @@ class _Data:
 def _file_schema(cls, name: str, extra: list) -> type:
     """The keys of a config file of ``cls``: its fields, ``out_dir`` and ``extra``, built and checked by the
     package's one config builder (:func:`equipath.training.config.build_config`)."""
-    own = [(f.name, f.type, dataclasses.field(default=f.default)) for f in dataclasses.fields(cls)]
+    own = [(f.name, f.type, dataclasses.field(default=f.default, default_factory=f.default_factory))
+           for f in dataclasses.fields(cls)]
     return dataclasses.make_dataclass(name, own + [("out_dir", str | None, dataclasses.field(default=None))] + extra,
                                       frozen=True)
 
@@ -126,8 +127,8 @@ def _run_evaluate(args) -> int:
 
 def _run_experiment(args) -> int:
     _threads(args)
-    run = _read_config(args.config, args.set, _ExperimentFile, {"device": args.device, "seed": args.seed,
-                                                               "batch_size": args.batch_size})
+    run = _read_config(args.config, args.set, _ExperimentFile, {"train.device": args.device, "seed": args.seed,
+                                                               "train.batch_size": args.batch_size})
     out = Path(args.out or run.out_dir or "runs/cells/experiment")
     config = CellExperimentConfig(**_fields(run, CellExperimentConfig))
     atomic_write(out / "config.yaml", yaml.safe_dump({**dataclasses.asdict(config), "variants": list(config.variants),
