@@ -157,3 +157,22 @@ def test_every_cell_of_every_table_is_a_valid_training_config(tmp_path, name, sy
             not synthetic
     assert {(c.row, c.column) for c in cells} >= set(table.paper)
     assert sorted({c.seed for c in cells}) == [0, 1, 2]
+
+
+def test_camelyon16_layout_is_read_with_annotations_of_any_case(tmp_path):
+    from equipath.reproduce.camelyon16 import find_camelyon16
+
+    for folder, names in {"training/tumor": ["tumor_001.tif"], "training/normal": ["normal_001.tif"],
+                          "testing/images": ["test_001.tif", "test_002.tif"],
+                          "training/lesion_annotations": ["tumor_001.xml"],
+                          "testing/lesion_annotations": ["Test_001.xml"]}.items():
+        (tmp_path / folder).mkdir(parents=True)
+        for name in names:
+            (tmp_path / folder / name).write_text("")
+    found = find_camelyon16(tmp_path)
+    assert [a.name for _, a in found["tumor"]] == ["tumor_001.xml"]
+    assert [(s.name, a and a.name) for s, a in found["test"]] == [("test_001.tif", "Test_001.xml"),
+                                                                    ("test_002.tif", None)]
+    (tmp_path / "training/lesion_annotations/tumor_001.xml").unlink()
+    with pytest.raises(FileNotFoundError, match="missing .*tumor_001.xml"):
+        find_camelyon16(tmp_path)

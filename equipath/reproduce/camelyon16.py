@@ -124,16 +124,21 @@ def _slides_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*") if p.suffix.lower() in SLIDE_SUFFIXES) if folder.is_dir() else []
 
 
+def _annotations(folder: Path) -> dict:
+    """``{slide name in lower case: ASAP file}`` of a folder (``Test_001.xml`` annotates ``test_001.tif``)."""
+    return {p.stem.lower(): p for p in folder.glob("*.xml")} if folder.is_dir() else {}
+
+
 def find_camelyon16(root) -> dict:
     """``{"tumor": [(slide, xml)], "normal": [(slide, None)], "test": [(slide, xml or None)]}`` of a
     Camelyon16-layout folder; ``FileNotFoundError`` naming what is missing."""
     root = Path(root)
-    notes = root / "training" / "lesion_annotations"
-    tumour = [(p, notes / f"{p.stem}.xml") for p in _slides_in(root / "training" / "tumor")]
+    notes = _annotations(root / "training" / "lesion_annotations")
+    tumour = [(p, notes.get(p.stem.lower(), root / "training" / "lesion_annotations" / f"{p.stem}.xml"))
+              for p in _slides_in(root / "training" / "tumor")]
     normal = [(p, None) for p in _slides_in(root / "training" / "normal")]
-    test_notes = root / "testing" / "lesion_annotations"
-    test = [(p, test_notes / f"{p.stem}.xml" if (test_notes / f"{p.stem}.xml").is_file() else None)
-            for p in _slides_in(root / "testing" / "images")]
+    test_notes = _annotations(root / "testing" / "lesion_annotations")
+    test = [(p, test_notes.get(p.stem.lower())) for p in _slides_in(root / "testing" / "images")]
     missing = [str(x) for _, x in tumour if not x.is_file()]
     if not tumour or not normal or not test or missing:
         raise FileNotFoundError(
