@@ -13,8 +13,10 @@ The multiprocessing helper a spawned pool starts (its resource tracker) exits on
 process holding its pipe is gone.
 
 Example:
+    First thing in a worker; the parent passes its pid:
+
     >>> import os
-    >>> die_with_parent(os.getppid())  # doctest: +SKIP  (first thing in a worker; the parent passes its pid)
+    >>> die_with_parent(os.getppid())  # doctest: +SKIP
 """
 
 import ctypes
