@@ -178,30 +178,48 @@ def plan_segmentation(model, view_shape: tuple[int, int], tile: int = 512, margi
     return TilePlan(rows, cols, margin, radius, stride)
 
 
-def _thumbnail(view: SlideView, k: float) -> np.ndarray:
-    """The view about ``k`` times coarser, ``(mr, mc, 3) uint8``, on a grid that fits the view exactly:
-    thumbnail pixel ``(i, j)`` covers view rows ``[i H / mr, (i + 1) H / mr)`` and columns likewise, so
-    the grid is symmetric about the view's centre (mirroring the view mirrors the thumbnail). Read from
-    the pyramid level nearest ``k``; a view without a coarse enough level (over 64 Mpx to read) falls back
-    to :meth:`SlideView.coarser`, whose grid starts at the view's origin."""
-    H, W = view.shape
-    mr, mc = max(1, round(H / k)), max(1, round(W / k))
+def _thumbnail_rows(view: SlideView, shape: tuple[int, int], r0: int, r1: int) -> np.ndarray:
+    """Rows ``[r0, r1)`` of the view resampled to ``shape = (mr, mc)`` thumbnail pixels, on a grid that fits
+    the view exactly: thumbnail pixel ``(i, j)`` covers view rows ``[i H / mr, (i + 1) H / mr)`` and columns
+    likewise, so the grid is symmetric about the view's centre (mirroring the view mirrors the
+    thumbnail). Read from the pyramid level nearest the thumbnail's scale, only the source rows of the band
+    and a margin for the filter."""
+    (H, W), (mr, mc) = view.shape, shape
     reader = view.reader
-    level = reader.best_level(view.downsample * k)
+    level = reader.best_level(view.downsample * min(H / mr, W / mc))
     st = view.downsample / reader.level_downsamples[level]  # level pixels per view pixel
-    w, h = math.ceil(W * st), math.ceil(H * st)
-    if w * h > 64e6:
-        log.debug("tissue thumbnail: no pyramid level near %.1fx; its grid starts at the view's origin", k)
-        return view.coarser(k).read_all()
-    region = Image.fromarray(reader.read_region(0, 0, w, h, level))
-    return np.asarray(region.resize((mc, mr), Image.Resampling.BILINEAR, box=(0, 0, W * st, H * st)))
+    fy, fx = H * st / mr, W * st / mc  # level pixels per thumbnail pixel
+    margin = math.ceil(max(fy, fx)) + 2
+    y0 = max(0, math.floor(r0 * fy) - margin)
+    y1 = min(math.ceil(H * st), math.ceil(r1 * fy) + margin)
+    source = Image.fromarray(reader.read_region(0, y0, math.ceil(W * st), y1 - y0, level))
+    return np.asarray(source.resize((mc, r1 - r0), Image.Resampling.BILINEAR,
+                                    box=(0, r0 * fy - y0, W * st, r1 * fy - y0)))
+
+
+def _tissue_thumbnail(view: SlideView, k: float, options: TissueOptions, band: int = 256) -> np.ndarray:
+    """Tissue mask of the view about ``k`` times coarser (:func:`_thumbnail_rows`' symmetric grid). With
+    fixed thresholds (``hsv``) it is computed in bands of ``band`` rows, each with ``4 sigma + 1`` rows of
+    context for the blur that are then dropped, so memory holds one band whatever the slide's size (and
+    the mask equals the whole thumbnail's); Otsu's threshold needs the whole thumbnail at once."""
+    H, W = view.shape
+    shape = (max(1, round(H / k)), max(1, round(W / k)))
+    if options.method != "hsv":
+        return tissue_mask(_thumbnail_rows(view, shape, 0, shape[0]), options)
+    context = math.ceil(4 * options.blur_sigma) + 1
+    mask = np.empty(shape, dtype=bool)
+    for r0 in range(0, shape[0], band):
+        r1 = min(shape[0], r0 + band)
+        a, b = max(0, r0 - context), min(shape[0], r1 + context)
+        mask[r0:r1] = tissue_mask(_thumbnail_rows(view, shape, a, b), options)[r0 - a:r1 - a]
+    return mask
 
 
 def _tissue_cores(view: SlideView, plan: TilePlan, options: TissueOptions) -> np.ndarray:
     """``(rows, cols)`` bool: the cores that hold tissue in a mask at about ``options.mpp`` (a thumbnail
     pixel that overlaps a core counts for it; the rule commutes with mirroring the view)."""
     k = 8.0 if view.mpp is None else max(1.0, options.mpp / view.mpp)
-    mask = tissue_mask(_thumbnail(view, k), options)
+    mask = _tissue_thumbnail(view, k, options)
     (H, W), (mr, mc) = view.shape, mask.shape
     keep = np.zeros((len(plan.rows.cores), len(plan.cols.cores)), dtype=bool)
     for i, (b0, e0) in enumerate(plan.rows.cores):
