@@ -250,7 +250,7 @@ def measure(args, slide_path: str) -> dict:
         inference.plan_tiles = planner
 
     # the plan predict_dense used, and its work
-    runner = _Runner(model, None, plan, fold=not args.no_fold)
+    runner = _Runner(model, plan, fold=not args.no_fold)
     cost = TileCost.of_model(runner.model)
     auto_cells, auto_batch = memory_plan(runner.model, plan.device)
     tile_cells, batch_size = args.tile_cells or auto_cells, args.batch_size or auto_batch

@@ -167,7 +167,7 @@ def test_slide_runner_setup_runs_every_model_on_the_cpu(name):
     plan = CUDA_ON_CPU("cpu")
     rng = np.random.default_rng(0)
     if not hasattr(model, "forward_dense"):
-        runner = _Runner(model, None, plan, fold=True)
+        runner = _Runner(model, plan, fold=True)
         pixels = rng.integers(0, 256, (2, *model.input_size, 3), dtype=np.uint8)
         x = runner._prepare(pixels)
         with torch.inference_mode(), plan.autocast():

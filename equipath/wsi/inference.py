@@ -212,6 +212,12 @@ class TileCost:
     def __call__(self, h, w):
         return self.A * h * w + self.B * (h + w) + self.C
 
+    def lattice(self, h, w, tile_cells: int):
+        """The cost of an ``h x w``-cell box cut into ``ceil(h / T) x ceil(w / T)`` tiles (``T =
+        tile_cells``): the single tile's cost when it fits. Works on arrays."""
+        m, n = np.ceil(np.divide(h, tile_cells)), np.ceil(np.divide(w, tile_cells))
+        return self.A * h * w + self.B * (h * n + w * m) + self.C * m * n
+
     @classmethod
     def pixels(cls, stride: int, receptive_field: int) -> "TileCost":
         """The input pixels of the tile, ``((h - 1) s + rf) ((w - 1) s + rf)``: a proxy for any model."""
@@ -314,9 +320,10 @@ def _bbox(cells: np.ndarray, i0: int, i1: int, j0: int, j1: int):
     return i0 + int(rows[0]), i0 + int(rows[-1]) + 1, j0 + int(cols[0]), j0 + int(cols[-1]) + 1
 
 
-def _best_cut(window: np.ndarray, cost: TileCost):
+def _best_cut(window: np.ndarray, cost: TileCost, tile_cells: int):
     """The guillotine cut of ``window`` (already trimmed to its tissue) into two parts, each trimmed to its
-    own tissue, of least total cost as single tiles: ``(cost, axis, k)``."""
+    own tissue, of least total cost, each part costed as its box cut into tiles of at most ``tile_cells``
+    (:meth:`TileCost.lattice`): ``(cost, axis, k)``."""
     best = (math.inf, None, None)
     for axis in (0, 1):
         m = window if axis == 0 else window.T  # cut between rows k - 1 and k of m
@@ -334,7 +341,7 @@ def _best_cut(window: np.ndarray, cost: TileCost):
             bottom = np.where(occ.any(), np.argmax(occ), n)  # first occupied row
             span_rows = np.maximum(top - bottom + 1, 0)
             span_cols = np.maximum(last - first + 1, 0)
-            c = np.where(span_rows > 0, cost.A * span_rows * span_cols + cost.B * (span_rows + span_cols) + cost.C, 0.0)
+            c = np.where(span_rows > 0, cost.lattice(span_rows, span_cols, tile_cells), 0.0)
             if part == "head":
                 head = c  # head[k - 1]: the first k rows
             else:
@@ -351,9 +358,9 @@ def plan_tiles(cells: np.ndarray, tile_cells: int, cost: TileCost | None = None)
     chosen to compute as little as possible.
 
     A guillotine partition: a region is trimmed to the bounding box of its tissue, and split in two (at the
-    row or column that minimises the cost of the two parts, each trimmed to its own tissue) while that
-    lowers the total ``cost`` (:class:`TileCost`: cells computed plus every tile's receptive-field margin)
-    or while it is larger than ``tile_cells``. Tiles therefore follow the tissue: large ones over solid
+    row or column that minimises the cost of the two parts, each trimmed to its own tissue and costed as
+    cut into tiles of at most ``tile_cells``) while that lowers the total ``cost`` (:class:`TileCost`:
+    cells computed plus every tile's receptive-field margin) or while it is larger than ``tile_cells``. Tiles therefore follow the tissue: large ones over solid
     tissue, where margins are shared, small ones over strands and specks, where glass would dominate.
 
     Args:
@@ -371,7 +378,7 @@ def plan_tiles(cells: np.ndarray, tile_cells: int, cost: TileCost | None = None)
     while stack:
         i0, i1, j0, j1 = stack.pop()
         h, w = i1 - i0, j1 - j0
-        split, axis, k = _best_cut(cells[i0:i1, j0:j1], cost) if h * w > 1 else (math.inf, None, None)
+        split, axis, k = _best_cut(cells[i0:i1, j0:j1], cost, tile_cells) if h * w > 1 else (math.inf, None, None)
         if max(h, w) <= tile_cells and split >= cost(h, w):
             tiles.append((i0, j0, h, w))
             continue
