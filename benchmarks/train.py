@@ -102,7 +102,7 @@ def report(title: str, result: dict, batch: int, repeats: int, markdown: list) -
         t = statistics.median(wall)
         epoch = PCAM_TRAIN / batch * t
         ns_mac = t / (3 * macs * batch) * 1e9  # a training step is about 3 forward passes of arithmetic
-        print(f"{name:<24}{params:>10,}{macs / 1e9:>11.3f}{spread(wall, 1, 3):>22}{spread(cpu, 1, 3):>22}"
+        print(f"{name:<24}{params:>10,}{macs / 1e9:>11.3f} {spread(wall, 1, 3):>21} {spread(cpu, 1, 3):>21}"
               f"{batch / t:>10.1f}{ns_mac:>8.3f}{epoch / 60:>9.1f} min")
         rows.append((f"train step ({title})", f"{name}: s/step, batch {batch}", f"{t:.3f}",
                      f"IQR {spread(wall, 1, 3)}; CPU {spread(cpu, 1, 3)}; {batch / t:.1f} patches/s; "
@@ -114,7 +114,7 @@ def report(title: str, result: dict, batch: int, repeats: int, markdown: list) -
     print(f"overhead over the same arithmetic (p4m_densenet / its folded copy, per-repeat ratios): "
           f"wall {(q2 - 1) * 100:+.1f} % [IQR {(q1 - 1) * 100:+.1f} to {(q3 - 1) * 100:+.1f} %, "
           f"min-max {(min(over_wall) - 1) * 100:+.1f} to {(max(over_wall) - 1) * 100:+.1f} %], "
-          f"CPU {(statistics.median(over_cpu) - 1) * 100:+.1f} %")
+          f"CPU {spread([r - 1 for r in over_cpu], 100, 1)} %")
     mac_ratio = info[VARIANTS[0]][1] / info[VARIANTS[2]][1]
     time_ratio = paired_ratios(p4m.wall, planar.wall)
     per_mac = [r / mac_ratio for r in time_ratio]
