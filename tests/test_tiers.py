@@ -2,8 +2,9 @@
 
 A module may import modules of its own tier or of a lower one, never of a higher one:
 
-    0 base      equipath (the root: the version), groups, atomic, outdir, processes, checkpoint (the file format:
-                written atomically, read with weights_only; it builds no model)
+    0 base      equipath (the root: the version), groups, atomic, outdir, processes, configs (the shipped YAML
+                files and their lookup), checkpoint (the file format: written atomically, read with
+                weights_only; it builds no model)
     1 testing   equipath.testing (the equivariance checker and the output-kind dispatcher; groups only)
     2 nn        equivariant layers
     3 models    architectures, the registry, load_model (a checkpoint -> its model, normalisation in front)
@@ -30,7 +31,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "equipath"
 
 TIERS = {
     "equipath": 0, "equipath.groups": 0, "equipath.atomic": 0, "equipath.outdir": 0, "equipath.processes": 0,
-    "equipath.checkpoint": 0,
+    "equipath.checkpoint": 0, "equipath.configs": 0,
     "equipath.testing": 1,
     "equipath.nn": 2,
     "equipath.models": 3,
@@ -81,7 +82,9 @@ def _imports(path: Path, source: str | None = None):
 
 
 def _tier(module: str) -> tuple[str, int]:
-    key = max((k for k in TIERS if module == k or module.startswith(k + ".")), key=len, default=None)
+    # the root "equipath" names only itself: an unlisted module must not fall back to tier 0
+    key = max((k for k in TIERS if module == k or (k != "equipath" and module.startswith(k + "."))), key=len,
+              default=None)
     if key is None:
         raise AssertionError(f"{module} has no tier: add it to TIERS in tests/test_tiers.py (and to the docs)")
     return key, TIERS[key]
