@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from equipath import __version__
-from equipath.atomic import atomic_path
+from equipath.atomic import atomic_path, save_figure
 from equipath.data.pcam import PCAM_SPLITS, PCamWriter, pcam_path
 from equipath.data.synthetic import (CENTRE, DEFAULT_DIFFICULTY, SLIDE_SIZE, TUMOUR, check_difficulty,
                                      synthetic_patch, synthetic_tile, tile_shape)
@@ -267,9 +267,4 @@ def write_preview(path, n_per_class: int = 16, seed: int = 0, split: str = "trai
     fig.suptitle(f"SYNTHETIC H&E-like patches (equipath generator, seed {seed}, {split}, difficulty {difficulty:g})"
                  " - not real tissue",
                  fontsize=10)
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".") or "png")
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path)  # the one figure writer: atomic, FIGURE_DPI, closed
