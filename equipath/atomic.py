@@ -10,8 +10,8 @@ Example:
     'a,b\\n1,2\\n'
     >>> write_json(path.with_name("scores.json"), {"auc": float("nan"), "n": 3}).read_text()
     '{\\n  "auc": null,\\n  "n": 3\\n}\\n'
-    >>> write_csv(path.with_name("rows.csv"), [{"a": 1, "b": [2, 3]}, {"a": 4, "c": None}]).read_text()
-    'a,b,c\\n1,2;3,\\n4,,\\n'
+    >>> write_csv(path.with_name("rows.csv"), [{"a": 1, "b": [2, 3]}, {"a": float("nan"), "c": None}]).read_text()
+    'a,b,c\\n1,2;3,\\n,,\\n'
 
 A killed process leaves its temporary file, hidden and named ``.{name}.tmp-*``;
 :func:`equipath.outdir.remove_stale_temporaries` removes them on the next run.
@@ -90,14 +90,15 @@ def write_json(path, data, indent: int | None = 2) -> Path:
 
 def write_csv(path, rows: list[dict], columns: list | None = None) -> Path:
     """Write dict rows as CSV atomically: ``columns`` (default: every key, in first-seen order; keys not in
-    ``columns`` are left out), lists and tuples joined by ``;``, missing values empty. The one CSV writer of
-    equipath's tables. Returns ``path``."""
+    ``columns`` are left out), lists and tuples joined by ``;``, missing values and NaN empty. The one CSV
+    writer of equipath's tables. Returns ``path``."""
     columns = list(columns) if columns is not None else list(dict.fromkeys(k for row in rows for k in row))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, columns, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ";".join(map(str, v)) if isinstance(v, (list, tuple)) else v for k, v in row.items()})
+        writer.writerow({k: ";".join(map(str, v)) if isinstance(v, (list, tuple))
+                         else "" if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()})
     return atomic_write(path, buffer.getvalue())
 
 

@@ -32,7 +32,8 @@ from equipath.checkpoint import load_model
 from equipath.data import OcelotDataset, PCamDataset, SegmentationDataset, folder_pairs, mask_to_points
 from equipath.evaluation.cells import CellDetectionMetric
 from equipath.evaluation.classification import ClassificationMetric
-from equipath.evaluation.predictions import PredictionRecorder, write_rows_csv
+from equipath.atomic import write_csv
+from equipath.evaluation.predictions import PredictionRecorder
 from equipath.evaluation.segmentation import SegmentationMetric
 
 __all__ = ["evaluate_model", "evaluate_checkpoint", "open_dataset", "EVAL_DATASETS"]
@@ -159,7 +160,7 @@ def evaluate_checkpoint(checkpoint, root, dataset: str | None = None, split: str
     if recorder is not None:
         rows = recorder.finish()
         if items_csv is not None:
-            files["items_csv"] = str(write_rows_csv(items_csv, rows))
+            files["items_csv"] = str(write_csv(items_csv, rows))
         if save_dir is not None:
             files["predictions"] = str(save_dir)
     return {"checkpoint": str(checkpoint), "model": state["model"]["name"], "group": state.get("group"),

@@ -19,8 +19,6 @@ Example:
     (1, 1, 0.881)
 """
 
-import csv
-import io
 import math
 from pathlib import Path
 
@@ -28,25 +26,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from equipath.atomic import atomic_path, atomic_write
+from equipath.atomic import atomic_path
 from equipath.evaluation.cells import cell_detection_f1
 from equipath.evaluation.segmentation import segmentation_metrics
 
-__all__ = ["PredictionRecorder", "CLASS_COLOURS", "write_rows_csv"]
+__all__ = ["PredictionRecorder", "CLASS_COLOURS"]
 
 # class 0 (background) is never tinted
 CLASS_COLOURS = ((0, 0, 0), (230, 30, 30), (30, 200, 60), (40, 90, 255), (250, 200, 0), (200, 0, 200))
-
-
-def write_rows_csv(path, rows: list[dict]) -> Path:
-    """Dict rows as CSV (columns in first-seen order, NaN as empty), atomically."""
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, columns, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()})
-    return atomic_write(path, buffer.getvalue())
 
 
 def _tint(rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:
