@@ -232,30 +232,20 @@ def _tissue_cores(view: SlideView, plan: TilePlan, options: TissueOptions) -> np
     return keep
 
 
-def _normalize(x: torch.Tensor, normalization: dict | None) -> torch.Tensor:
-    """Float RGB ``(B, 3, H, W)`` in [0, 1] -> the checkpoint's normalised input (identity when None)."""
-    if not normalization:
-        return x
-    mean = torch.tensor(normalization["mean"], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(normalization["std"], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
-
-
 @torch.inference_mode()
 def segment_view(model, view: SlideView, *, tile: int = 512, margin: int | None = None,
-                 normalization: dict | None = None, tissue: TissueOptions | None = TissueOptions(),
+                 tissue: TissueOptions | None = TissueOptions(),
                  batch_size: int = 4, device="auto", amp: bool | None = None, logits: bool = False,
                  dtype=np.float32, out: str | Path | None = None, read_workers: int = 2,
                  progress: bool = True) -> np.ndarray:
     """Per-class map ``(num_classes, H, W)`` of a view by tiled inference (see the module docstring).
 
     Args:
-        model: a segmentation model returning logits ``(B, C, H, W)``.
+        model: a segmentation model returning logits ``(B, C, H, W)`` from RGB in [0, 1] (a checkpoint's model
+            from :func:`equipath.models.load_model` normalises its input itself).
         view: the view at the model's resolution.
         tile: window side in pixels (rounded to an admissible side). Defaults to 512.
         margin: pixels read around each core. Defaults to the model's receptive radius (exact).
-        normalization: ``{"mean": [r, g, b], "std": [r, g, b]}`` for RGB in [0, 1] (the checkpoint's).
-            Defaults to None.
         tissue: how tissue is found; None runs every core. Defaults to ``TissueOptions()``.
         batch_size: windows per forward pass. Defaults to 4.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda[:N]"``; run as
@@ -308,7 +298,7 @@ def segment_view(model, view: SlideView, *, tile: int = 512, margin: int | None 
     for batch, pixels in _prefetched(batches, read, read_workers, depth=read_workers + 1):
         x = run.inputs(torch.from_numpy(pixels)).permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, S, S)
         with run.autocast():
-            y = model(_normalize(x, normalization)).float()  # (B, C, S, S)
+            y = model(x).float()  # (B, C, S, S)
         if not logits:
             y = y.softmax(1) if C > 1 else y.sigmoid()
         y = y.cpu().numpy()
