@@ -48,6 +48,15 @@ def test_demo_writes_a_synthetic_report_of_measured_numbers(tmp_path):
     again = run_demo(DemoConfig(out_dir=str(tmp_path / "demo"), **TINY), report_only=True)  # no training
     head = "### Equivariance"  # below it, the equivariance table draws fresh random inputs
     assert again.report_path.read_text().split(head)[0] == text.split(head)[0]
+    last = tmp_path / "demo" / "runs" / "segmentation" / "unet" / "f0.5" / "s1"  # the last run of the schedule
+    (last / "demo_result.json").unlink()
+    with pytest.raises(FileNotFoundError, match="no finished run"):
+        run_demo(DemoConfig(out_dir=str(tmp_path / "demo"), **TINY), report_only=True)
+    partial = run_demo(DemoConfig(out_dir=str(tmp_path / "demo"), **TINY), report_only=True, partial=True)
+    assert "15 of the 16 planned runs finished" in partial.report_path.read_text()
+    resumed = run_demo(DemoConfig(out_dir=str(tmp_path / "demo"), **TINY), resume=True)  # trains the one missing
+    assert len(resumed.runs) == 16 and (last / "demo_result.json").is_file()
+    assert [r.train_seconds for r in resumed.runs[:15]] == [r.train_seconds for r in partial.runs]
 
 
 def test_paired_difference_and_its_sentence():

@@ -18,11 +18,16 @@ def register(subparsers) -> None:
                         help="the longer plan: 5 fractions of 2,048 patches, 5 seeds, 3x the training")
     parser.add_argument("--report-only", action="store_true",
                         help="rewrite the report of the finished demo in --out (same flags) without training")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the finished runs in --out (same settings) and train only the others")
+    parser.add_argument("--partial", action="store_true",
+                        help="with --report-only: report the runs that finished, saying how many were planned")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     config = DemoConfig(out_dir=args.out, seed=args.seed, device=args.device, progress=args.progress)
-    result = run_demo(config.full() if args.full else config, report_only=args.report_only)
+    result = run_demo(config.full() if args.full else config, report_only=args.report_only, resume=args.resume,
+                      partial=args.partial)
     print(f"SYNTHETIC-data demo finished in {result.timings['total']:.0f} s; report: {result.report_path}")
     return 0

@@ -31,9 +31,11 @@ __all__ = ["DemoConfig", "DemoRun", "RunRecord", "run_demo", "run_experiment", "
            "SECTIONS", "CLASSIFIERS", "SEGMENTERS", "stability_maps_section"]
 
 
-def run_demo(config: DemoConfig = DemoConfig(), report_only: bool = False) -> DemoRun:
-    """Run the experiment (or, with ``report_only``, read back the finished one in ``config.out_dir``) and
+def run_demo(config: DemoConfig = DemoConfig(), report_only: bool = False, resume: bool = False,
+             partial: bool = False) -> DemoRun:
+    """Run the experiment (with ``resume``, keep the finished runs of the same settings; with
+    ``report_only``, read back the one in ``config.out_dir``, only its finished runs with ``partial``) and
     write its report; returns the :class:`DemoRun` with ``report_path`` set."""
-    run = load_experiment(config) if report_only else run_experiment(config)
+    run = load_experiment(config, partial) if report_only else run_experiment(config, resume)
     write_report(run)
     return run

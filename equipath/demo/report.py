@@ -90,10 +90,12 @@ def comparisons(run, arm: str) -> list[dict]:
     out = []
     for other in labels[1:]:
         for fraction in run.config.fractions:
-            a = sorted((r for r in runs if r.label == labels[0] and r.fraction == fraction), key=lambda r: r.seed)
-            b = sorted((r for r in runs if r.label == other and r.fraction == fraction), key=lambda r: r.seed)
-            if [r.seed for r in a] != [r.seed for r in b] or not a:
+            a = {r.seed: r for r in runs if r.label == labels[0] and r.fraction == fraction}
+            b = {r.seed: r for r in runs if r.label == other and r.fraction == fraction}
+            seeds = sorted(set(a) & set(b))  # pairs only (an interrupted experiment may lack some)
+            if not seeds:
                 continue
+            a, b = [a[s] for s in seeds], [b[s] for s in seeds]
             result = paired_difference([r.records for r in a], [r.records for r in b], task.make_metric().compute,
                                        task.metric, run.config.bootstrap, seed=run.config.seed)
             out.append({"arm": arm, "metric": task.metric, "a": labels[0], "b": other, "fraction": fraction,
@@ -141,6 +143,10 @@ def setup_section(run) -> Section:
             for label, r in seen.items())]
     lines.append(f"- **Machine:** {platform.machine()}, {torch.get_num_threads()} threads, device `{run.device}`, "
                  f"torch {torch.__version__}, equipath {__version__}.")
+    if run.planned and len(run.runs) < run.planned:
+        lines.append(f"- **INCOMPLETE:** {len(run.runs)} of the {run.planned} planned runs finished (the experiment "
+                     "was stopped; runs go seed by seed, so the missing ones are the last seeds); every table "
+                     "below counts the seeds it holds.")
     return Section("What ran (synthetic data)", "\n".join(lines) + "\n")
 
 

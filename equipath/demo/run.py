@@ -166,6 +166,7 @@ class DemoRun:
     arms: dict = field(default_factory=dict)
     runs: list = field(default_factory=list)
     comparisons: dict = field(default_factory=dict)
+    planned: int = 0
     timings: dict = field(default_factory=dict)
     report_path: Path | None = None
 
@@ -173,7 +174,7 @@ class DemoRun:
         return [r for r in self.runs if r.arm == arm]
 
 
-def _prepare(config: DemoConfig) -> Path:
+def _prepare(config: DemoConfig, keep_runs: bool = False) -> Path:
     out = Path(config.out_dir)
     check_writable(out)
     if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
@@ -181,7 +182,8 @@ def _prepare(config: DemoConfig) -> Path:
                          "choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / MARKER, f"equipath {__version__} demo output folder; `equipath demo` replaces runs/\n")
-    shutil.rmtree(out / "runs", ignore_errors=True)
+    if not keep_runs:
+        shutil.rmtree(out / "runs", ignore_errors=True)
     return out
 
 
@@ -210,7 +212,7 @@ def _write_data(config: DemoConfig, root: Path) -> None:
 
 
 def _arms(config: DemoConfig, out: Path) -> dict:
-    common = {"device": config.device, "progress": config.progress, "resume": False, "eval_batch_size": 64}
+    common = {"device": config.device, "progress": config.progress, "resume": True, "eval_batch_size": 64}
     arms = {}
     if config.classifiers:
         sizes = {"train": config.n_train, "valid": config.n_valid, "test": config.n_test}
@@ -263,23 +265,27 @@ def _run_one(run: DemoRun, arm: Arm, model_run: ModelRun, fraction: float, seed:
     record = RunRecord(arm.name, model_run.name, model_run.model, float(fraction), int(seed),
                        sum(p.numel() for p in model.parameters()), tuple(model_run.augment), train_items, seconds,
                        Path(result.best), type(metric).compute(records), records)
-    _save_record(record, arm.plan.run_dir(model_run, fraction, seed))
+    _save_record(record, arm.plan.run_dir(model_run, fraction, seed), _train_config(arm, model_run, fraction, seed))
     return record
 
 
-def _save_record(record: RunRecord, folder: Path) -> None:
+def _save_record(record: RunRecord, folder: Path, train_config: dict) -> None:
     """``demo_result.json`` (everything but the records) and ``demo_records.npz`` beside the checkpoint."""
     with atomic_path(folder / "demo_records.npz") as tmp, open(tmp, "wb") as f:
         np.savez(f, **record.records)
     write_json(folder / "demo_result.json", {**record.row(), "arm": record.arm, "augment": list(record.augment),
-                                             "checkpoint": str(record.checkpoint), "metrics": record.metrics})
+                                             "checkpoint": str(record.checkpoint), "metrics": record.metrics,
+                                             "train_config": train_config})
 
 
-def _load_record(arm: str, folder: Path) -> RunRecord:
+def _load_record(arm: str, folder: Path, train_config: dict) -> RunRecord | None:
+    """The saved run in ``folder``, or None when there is none or it was trained with another config."""
     path = folder / "demo_result.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: the demo in {folder.parents[3]} did not finish; run it again")
+    if not path.is_file() or not (folder / "demo_records.npz").is_file():
+        return None
     row = json.loads(path.read_text())
+    if row.get("train_config") != train_config:
+        return None
     with np.load(folder / "demo_records.npz") as data:
         records = {k: data[k] for k in data.files}
     metrics = {k: (float("nan") if v is None else v) for k, v in row["metrics"].items()}
@@ -288,16 +294,44 @@ def _load_record(arm: str, folder: Path) -> RunRecord:
                      metrics, records)
 
 
-def load_experiment(config: DemoConfig) -> DemoRun:
-    """The :class:`DemoRun` of a finished experiment in ``config.out_dir``, read back from its run folders
-    (for a new report without retraining: ``equipath demo --report-only``)."""
+def _train_config(arm: Arm, model_run: ModelRun, fraction: float, seed: int) -> dict:
+    """The run's training config as JSON values, less what does not change the result (what a saved run
+    must match to be reused)."""
+    values = json.loads(json.dumps(asdict(arm.plan.config(model_run, fraction, seed)), default=str))
+    return {k: v for k, v in values.items() if k not in ("resume", "progress", "device", "eval_batch_size")}
+
+
+def _schedule(arms: dict) -> list:
+    """Every ``(arm, model run, fraction, seed)``, seeds outermost, then fractions, arms and models, so an
+    interrupted experiment has whole seeds of every cell."""
+    jobs = [(arm, m, f, s) for arm in arms.values() for m, f, s in arm.plan.runs()]
+    order = {arm.name: i for i, arm in enumerate(arms.values())}
+
+    def key(job):
+        arm, m, f, s = job
+        return (arm.plan.seeds.index(s), arm.plan.fractions.index(f), order[arm.name], arm.plan.models.index(m))
+
+    return sorted(jobs, key=key)
+
+
+def load_experiment(config: DemoConfig, partial: bool = False) -> DemoRun:
+    """The :class:`DemoRun` of the experiment in ``config.out_dir``, read back from its run folders (a new
+    report without retraining: ``equipath demo --report-only``). A missing run is an error unless
+    ``partial``, which reads the runs that finished (the report then says how many)."""
     out = Path(config.out_dir)
     if not (out / MARKER).is_file():
         raise ValueError(f"{out} is not an equipath demo folder (no {MARKER}); run `equipath demo --out {out}` first")
     run = DemoRun(config, out, resolve_device(config.device), time.perf_counter())
     run.arms = _arms(config, out)
-    for arm in run.arms.values():
-        run.runs += [_load_record(arm.name, arm.plan.run_dir(m, f, s)) for m, f, s in arm.plan.runs()]
+    jobs = _schedule(run.arms)
+    for arm, m, f, s in jobs:
+        record = _load_record(arm.name, arm.plan.run_dir(m, f, s), _train_config(arm, m, f, s))
+        if record is None and not partial:
+            raise FileNotFoundError(f"{arm.plan.run_dir(m, f, s)} holds no finished run of these settings: "
+                                    "run the demo again (or pass --partial)")
+        if record is not None:
+            run.runs.append(record)
+    run.planned = len(jobs)
     timings = out / "runs" / "timings.json"
     run.timings = json.loads(timings.read_text()) if timings.is_file() else {}
     run.timings.pop("figures and report", None)
@@ -305,23 +339,29 @@ def load_experiment(config: DemoConfig) -> DemoRun:
     return run
 
 
-def run_experiment(config: DemoConfig) -> DemoRun:
-    """Write the data and train and test every run of every arm; returns the :class:`DemoRun` (no report)."""
+def run_experiment(config: DemoConfig, resume: bool = False) -> DemoRun:
+    """Write the data and train and test every run of every arm (with ``resume``, reuse the finished runs
+    of the same settings in ``config.out_dir``); returns the :class:`DemoRun` (no report)."""
     started = time.perf_counter()
-    out = _prepare(config)
+    out = _prepare(config, keep_runs=resume)
     run = DemoRun(config, out, resolve_device(config.device), started)
     start = time.perf_counter()
     _write_data(config, out / "data")
     run.timings["synthetic data"] = time.perf_counter() - start
     run.arms = _arms(config, out)
-    for arm in run.arms.values():
+    jobs = _schedule(run.arms)
+    run.planned = len(jobs)
+    spent = {name: 0.0 for name in run.arms}
+    for i, (arm, model_run, fraction, seed) in enumerate(jobs):
         start = time.perf_counter()
-        plan_runs = arm.plan.runs()
-        for i, (model_run, fraction, seed) in enumerate(plan_runs):
-            log.info("demo %s run %d/%d: %s at fraction %g, seed %d", arm.name, i + 1, len(plan_runs),
-                     model_run.name, fraction, seed)
-            run.runs.append(_run_one(run, arm, model_run, fraction, seed))
-        run.timings[f"{arm.name}: {len(plan_runs)} runs"] = time.perf_counter() - start
+        folder = arm.plan.run_dir(model_run, fraction, seed)
+        record = _load_record(arm.name, folder, _train_config(arm, model_run, fraction, seed)) if resume else None
+        log.info("demo run %d/%d (%s): %s at fraction %g, seed %d%s", i + 1, len(jobs), arm.name, model_run.name,
+                 fraction, seed, ", finished earlier" if record else "")
+        run.runs.append(record or _run_one(run, arm, model_run, fraction, seed))
+        spent[arm.name] += time.perf_counter() - start
+        write_json(out / "runs" / "timings.json", {**run.timings, **{f"{k}: runs": v for k, v in spent.items()}})
+    run.timings.update({f"{k}: {len(run.arm_runs(k))} runs": v for k, v in spent.items()})
     write_json(out / "runs" / "timings.json", run.timings)
     return run
 
