@@ -17,8 +17,8 @@ a ``--synthetic`` run is labelled SYNTHETIC in both files.
 
 Example:
     >>> from equipath.reproduce import TABLES
-    >>> sorted(TABLES)[:2]
-    ['camelyon16-table2', 'pcam-table1']
+    >>> sorted(TABLES)
+    ['camelyon16-table2', 'gerunet-table1', 'gunet-dice', 'ocelot-mf1', 'pcam-table1']
 """
 
 import csv
