@@ -13,7 +13,8 @@ that does not grow with the slide.
 3. **Memory**: a synthetic pyramidal TIFF at two sizes (the same 1024 x 1024 px of real CMU tissue in the
    middle, glass around it, JPEG tiles, levels at 4x and 16x), each segmented (``p4m_unet``, width 4) in a
    fresh process writing its map to disk; the peak resident memory (``VmHWM``) of each process beside the
-   size of the map it wrote. The slides are written to a temporary folder and deleted afterwards.
+   size of the map it wrote (``--repeats`` fresh processes per size). The slides are written to a temporary
+   folder and deleted afterwards.
 """
 
 import argparse
@@ -121,8 +122,14 @@ def _write_slide(path: Path, side: int) -> None:
             tif.write(level, subfiletype=1, resolution=(1e4 / (0.972 * f),) * 2, **options)
 
 
+def _hwm_mib() -> float:
+    """Peak resident memory of this process so far (``VmHWM``), MiB."""
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")) / 1024
+
+
 def _child(slide: str, out: str, tile: int, device: str) -> None:
-    """Segment ``slide`` into ``out`` and print the peak resident memory of this process."""
+    """Segment ``slide`` into ``out``; print the view width, predicted pixels, the peak resident memory
+    before and after the segmentation (model built, modules imported), the map's size and the seconds."""
     import torch
 
     from equipath.models import create_model
@@ -131,30 +138,35 @@ def _child(slide: str, out: str, tile: int, device: str) -> None:
 
     torch.manual_seed(0)
     model = create_model("p4m_unet", width=4).eval()
+    model.receptive_radius  # the probe runs before the baseline is taken
     with open_slide(slide) as reader:
         view = SlideView.at(reader, level=0)
+        before = _hwm_mib()
         t0 = time.perf_counter()
         prob = segment_view(model, view, tile=tile, device=device, dtype=np.float16, out=out, progress=False)
         seconds = time.perf_counter() - t0
-        predicted = int(np.isfinite(prob[0, ::8, ::8]).sum()) * 64
-    hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
-    print(f"{view.shape[1]} {predicted} {hwm / 1024:.0f} {os.path.getsize(out) / 2**20:.0f} {seconds:.1f}")
+        after = _hwm_mib()
+        predicted = sum(int(np.isfinite(prob[0, y:y + 256]).sum()) for y in range(0, prob.shape[1], 256))
+    print(f"{view.shape[1]} {predicted} {before:.0f} {after:.0f} {os.path.getsize(out) / 2**20:.0f} {seconds:.1f}")
 
 
-def memory(sides: list[int], tile: int, device: str) -> list[str]:
-    lines = ["peak resident memory of a fresh process segmenting a synthetic pyramid (p4m_unet width 4, "
-             f"map on disk), tile {tile}:", "  slide side  predicted Mpx  map on disk MiB  peak RSS MiB  seconds"]
+def memory(sides: list[int], tile: int, device: str, repeats: int) -> list[str]:
+    lines = ["peak resident memory (VmHWM) of a fresh process segmenting a synthetic pyramid (p4m_unet width 4, "
+             f"map on disk), tile {tile}; baseline = after imports and the model, before segment_view:",
+             "  slide side  predicted Mpx  map on disk MiB  baseline MiB  peak MiB  peak - baseline  seconds"]
     with tempfile.TemporaryDirectory() as tmp:
         for side in sides:
             slide = Path(tmp) / f"slide{side}.tif"
             _write_slide(slide, side)
-            result = subprocess.run([sys.executable, __file__, "--child", str(slide), str(Path(tmp) / f"map{side}.npy"),
-                                     "--tile", str(tile), "--device", device],
-                                    capture_output=True, text=True, check=True)
-            w, predicted, rss, disk, seconds = result.stdout.split()
-            lines.append(f"  {int(w):10d}  {int(predicted) / 1e6:12.2f}  {int(disk):15d}  {int(rss):12d}  {seconds:>7s}")
+            for _ in range(repeats):
+                result = subprocess.run([sys.executable, __file__, "--child", str(slide),
+                                         str(Path(tmp) / f"map{side}.npy"), "--tile", str(tile), "--device", device],
+                                        capture_output=True, text=True, check=True)
+                w, predicted, before, after, disk, seconds = result.stdout.split()
+                lines.append(f"  {int(w):10d}  {int(predicted) / 1e6:12.2f}  {int(disk):15d}  {int(before):12d}  "
+                             f"{int(after):8d}  {int(after) - int(before):15d}  {seconds:>7s}")
+                (Path(tmp) / f"map{side}.npy").unlink()
             slide.unlink()
-            (Path(tmp) / f"map{side}.npy").unlink()
     return lines
 
 
@@ -175,7 +187,7 @@ def main() -> None:
     for part in args.parts:
         lines = {"throughput": lambda: throughput(args.width, args.repeats, args.tile, args.device),
                  "work": lambda: work([321, 513, 1025]),
-                 "memory": lambda: memory(args.sides, args.tile, args.device)}[part]()
+                 "memory": lambda: memory(args.sides, args.tile, args.device, args.repeats)}[part]()
         print("\n".join(lines), flush=True)
 
 

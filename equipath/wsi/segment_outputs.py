@@ -88,9 +88,10 @@ def write_label_tiff(path, labels: np.ndarray, mpp: float | None, tile: int = 25
 
 
 def write_label_overlay(path, thumbnail: np.ndarray, labels: np.ndarray, class_names: dict[int, str],
-                        alpha: float = 0.45, skip: tuple = (0,)) -> Path:
+                        alpha: float = 0.45, skip: tuple = (0,), note: str | None = None) -> Path:
     """PNG of ``labels`` (resized by nearest neighbour) over ``thumbnail (h, w, 3) uint8``, classes in
-    ``skip`` (background) and unpredicted pixels left as they are, with a legend strip below."""
+    ``skip`` (background) and unpredicted pixels left as they are, with a legend strip below (and
+    ``note``, e.g. that the model was trained on synthetic data, on its last line)."""
     small = resize_nearest(labels, thumbnail.shape[:2])
     out = thumbnail.astype(np.float32)
     for value in class_names:
@@ -100,8 +101,10 @@ def write_label_overlay(path, thumbnail: np.ndarray, labels: np.ndarray, class_n
         out[where] = (1 - alpha) * out[where] + alpha * np.asarray(class_color(value), np.float32)
     picture = Image.fromarray(np.round(out).astype(np.uint8))
     shown = [(v, n) for v, n in class_names.items() if v not in skip] + [(NO_LABEL, "not predicted (glass)")]
-    legend = Image.new("RGB", (max(picture.width, 240), 8 + 18 * len(shown)), "white")
+    legend = Image.new("RGB", (max(picture.width, 240), 8 + 18 * (len(shown) + bool(note))), "white")
     draw = ImageDraw.Draw(legend)
+    if note:
+        draw.text((6, 4 + 18 * len(shown)), note, fill=(200, 0, 0))
     for k, (value, name) in enumerate(shown):
         y = 4 + 18 * k
         colour = tuple(class_color(value)) if value != NO_LABEL else (255, 255, 255)

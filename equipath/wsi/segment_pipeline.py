@@ -29,6 +29,7 @@ from equipath.data.ocelot import mask_to_points
 from equipath.evaluation.ocelot_submission import write_ocelot_submission
 from equipath.outdir import file_sha256
 from equipath.wsi.geojson import label_features, point_features, write_geojson
+from equipath.wsi.pipeline import trained_on_synthetic
 from equipath.wsi.reader import SlideView, open_slide
 from equipath.wsi.segment import plan_segmentation, segment_view
 from equipath.wsi.segment_outputs import class_names_of, label_mask, write_label_overlay, write_label_tiff
@@ -106,7 +107,9 @@ def segment_slide(source, out_dir, model, checkpoint: dict, options: SegmentOpti
     names = class_names_of(checkpoint, prob.shape[0])
     labels = label_mask(prob, out=out_dir / ".labels.npy")  # on disk: the process holds no H x W array
     write_label_tiff(out_dir / "labels.tif", labels, view.mpp)
-    write_label_overlay(out_dir / "overlay.png", thumbnail, labels, names)
+    synthetic = trained_on_synthetic(checkpoint)
+    write_label_overlay(out_dir / "overlay.png", thumbnail, labels, names,
+                        note="model trained on SYNTHETIC data" if synthetic else None)
     regions = {v: n for v, n in names.items() if v != 0}
     step = max(1, -(-max(labels.shape) // 8192))  # polygons of very large maps from every step-th pixel
     write_geojson(out_dir / "regions.geojson", label_features(labels[::step, ::step], regions,
@@ -115,7 +118,7 @@ def segment_slide(source, out_dir, model, checkpoint: dict, options: SegmentOpti
     del labels
     (out_dir / ".labels.npy").unlink()
     summary = {"source": str(source) if isinstance(source, (str, Path)) else "<array>",
-               "model": checkpoint.get("model"), "classes": names, "level0_dimensions": list(dims),
+               "model": checkpoint.get("model"), "synthetic": synthetic, "classes": names, "level0_dimensions": list(dims),
                "view": {"downsample": view.downsample, "mpp": view.mpp, "shape": list(view.shape)},
                "tiles": {"window": [plan.rows.window, plan.cols.window], "margin": plan.margin,
                          "receptive_radius": plan.radius, "stride": plan.stride, "exact": plan.exact},
