@@ -163,7 +163,8 @@ def run_slides(slides, out_root, job, *, workers: int = 1, rank: int | None = No
             if resume:
                 check_record(out_root / record_file, record, hint="re-run with --overwrite to redo every slide, "
                                                                    "or use another output folder")
-            write_json(out_root / record_file, record)
+            if rank == 0:  # the only writer in out_root (its temporaries are cleaned above)
+                write_json(out_root / record_file, record)
         return _run_rank(slides[rank::world_size], names, out_root, job, workers, rank, world_size, resume,
                          progress)
 
