@@ -43,7 +43,7 @@ import socket
 import sys
 from pathlib import Path
 
-from equipath.atomic import write_json
+from equipath.atomic import json_safe, write_json
 
 __all__ = ["safe_name", "confined", "remove", "check_writable", "OutputLock", "FolderInUse", "check_record",
            "file_sha256", "mark_done", "is_done", "remove_stale_temporaries", "DONE_MARKER", "LOCK_FILE",
@@ -272,7 +272,7 @@ def check_record(path, record: dict, key: str = "made_with", hint: str = "") -> 
         raise ValueError(f"{path} is not readable JSON ({exc.__class__.__name__}); {hint}".rstrip("; ")) from None
     if not isinstance(stored, dict) or key not in stored:
         return
-    found = _first_difference(stored[key], json.loads(json.dumps(record[key])))
+    found = _first_difference(stored[key], json_safe(record[key]))
     if found:
         what, before, now = found
         raise ValueError(f"{path.parent} was made with {what} = {before!r}, this run has {now!r}"
