@@ -66,7 +66,7 @@ def resolve_config_path(name_or_path) -> Path:
     """A YAML file path as it is, else the shipped config of that name (``.yaml`` optional).
 
     Raises:
-        FileNotFoundError: neither exists; the message lists the shipped names.
+        FileNotFoundError: neither exists; the message points to ``equipath configs``.
     """
     path = Path(name_or_path)
     if path.is_file():
@@ -74,6 +74,5 @@ def resolve_config_path(name_or_path) -> Path:
     shipped = CONFIG_DIR / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
     if path.parent == Path(".") and shipped.is_file():
         return shipped
-    names = ", ".join(c.name for c in list_configs())
-    raise FileNotFoundError(f"config {name_or_path} is neither a file nor a shipped config (equipath configs lists "
-                            f"them: {names})")
+    raise FileNotFoundError(f"config file {name_or_path} does not exist, and no config shipped in the package has "
+                            f"that name (equipath configs lists them)")
