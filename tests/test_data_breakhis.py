@@ -145,3 +145,19 @@ def test_breakhis_resolution_matching(tree):
     assert tuple(data[0][0].shape) == (3, round(46 * 0.4924 / 0.972), round(70 * 0.4924 / 0.972)) == (3, 23, 35)
     with pytest.raises(ValueError, match="'40x'|'40X'"):
         breakhis_mpp("forty")
+
+
+def test_split_accuracy_image_and_patient_level(tmp_path):
+    """Patient b1 (benign): 3 images, one bright (misread as malignant); patient m1 (malignant): 1 dark image
+    (misread as benign), 1 bright. Image level: 3 right of 5; patient level: mean(2/3, 1/2) = 7/12."""
+    from equipath.data import split_accuracy
+
+    values = {("benign", "b1"): [10, 20, 250], ("malignant", "m1"): [15, 240]}
+    for (label, patient), levels in values.items():
+        folder = tmp_path / label / patient / "40X"
+        folder.mkdir(parents=True)
+        for k, v in enumerate(levels):
+            Image.fromarray(np.full((12, 12, 3), v, np.uint8)).save(folder / f"{k}.png")
+    data = BreakHisDataset(tmp_path)
+    result = split_accuracy(lambda b: b.mean((1, 2, 3)), data, range(len(data)), n_crops=3, crop=8)
+    assert result == {"accuracy": 3 / 5, "patient_accuracy": pytest.approx(7 / 12), "n_images": 5, "n_patients": 2}

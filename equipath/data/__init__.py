@@ -15,7 +15,8 @@
 """
 
 from equipath.data.augment import make_augmentation
-from equipath.data.breakhis import BreakHisDataset, breakhis_mpp, patient_splits, predict_max_over_crops
+from equipath.data.breakhis import (BreakHisDataset, breakhis_mpp, patient_splits, predict_max_over_crops,
+                                    split_accuracy)
 from equipath.data.ocelot import OcelotDataset, mask_to_points, points_to_heatmap, points_to_mask
 from equipath.data.pcam import PCamDataset, PCamWriter, write_pcam
 from equipath.data.regimes import REGIME_FRACTIONS, regime_indices
@@ -24,6 +25,6 @@ from equipath.data.synthetic_sets import (SyntheticSegmentation, write_preview, 
                                           write_synthetic_tiles)
 
 __all__ = ["PCamDataset", "PCamWriter", "write_pcam", "SegmentationDataset", "folder_pairs", "csv_pairs",
-           "OcelotDataset", "points_to_mask", "points_to_heatmap", "mask_to_points", "BreakHisDataset", "patient_splits", "breakhis_mpp",
-           "predict_max_over_crops", "write_synthetic_pcam", "write_synthetic_tiles", "SyntheticSegmentation",
+           "OcelotDataset", "points_to_mask", "points_to_heatmap", "mask_to_points", "BreakHisDataset",
+           "patient_splits", "breakhis_mpp", "split_accuracy", "predict_max_over_crops", "write_synthetic_pcam", "write_synthetic_tiles", "SyntheticSegmentation",
            "write_preview", "regime_indices", "REGIME_FRACTIONS", "make_augmentation"]

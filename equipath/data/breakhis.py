@@ -42,7 +42,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-__all__ = ["BreakHisDataset", "predict_max_over_crops", "patient_splits", "breakhis_mpp"]
+__all__ = ["BreakHisDataset", "predict_max_over_crops", "patient_splits", "breakhis_mpp", "split_accuracy"]
 
 SENSOR_UM, RELAY = 6.5, 3.3  # Spanhol et al. 2016: camera pixel pitch and relay-lens magnification
 
@@ -214,3 +214,34 @@ def predict_max_over_crops(model_fn, image: torch.Tensor, n_crops: int = 1000, c
                              f"({len(batch)}, 1), got {tuple(probs.shape)}")
         best = max(best, float(probs.max()))
     return best
+
+
+def split_accuracy(model_fn, dataset: BreakHisDataset, indices, n_crops: int = 1000, crop: int = 96,
+                   threshold: float = 0.5, seed: int = 0) -> dict:
+    """Image- and patient-level accuracy of one test fold (Spanhol et al.'s two recognition rates): each image
+    is malignant when :func:`predict_max_over_crops` exceeds ``threshold``; the patient-level rate is the
+    mean over patients of the fraction of their images classified correctly.
+
+    Example:
+        >>> import numpy as np, tempfile, torch
+        >>> from pathlib import Path
+        >>> from PIL import Image
+        >>> root = Path(tempfile.mkdtemp())
+        >>> for label, value in (("benign", 0), ("malignant", 255)):
+        ...     d = root / label / f"p_{label}" / "40X"; d.mkdir(parents=True)
+        ...     Image.fromarray(np.full((20, 20, 3), value, np.uint8)).save(d / "a.png")
+        >>> data = BreakHisDataset(root)
+        >>> split_accuracy(lambda b: b.mean((1, 2, 3)), data, [0, 1], n_crops=4, crop=8)
+        {'accuracy': 1.0, 'patient_accuracy': 1.0, 'n_images': 2, 'n_patients': 2}
+    """
+    indices = [int(i) for i in indices]
+    if not indices:
+        raise ValueError("split_accuracy: the fold holds no image")
+    correct = {}
+    for k, index in enumerate(indices):
+        image, label = dataset[index]
+        prob = predict_max_over_crops(model_fn, image, n_crops, crop, seed + k)
+        correct.setdefault(dataset.patients[index], []).append(float((prob > threshold) == bool(label)))
+    flat = [c for values in correct.values() for c in values]
+    return {"accuracy": float(np.mean(flat)), "patient_accuracy": float(np.mean([np.mean(v) for v in correct.values()])),
+            "n_images": len(flat), "n_patients": len(correct)}
