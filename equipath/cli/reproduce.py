@@ -22,7 +22,8 @@ def register(subparsers) -> None:
     p.add_argument("--data-root", help="the real data (the layout each table expects: see docs/reproduce.md)")
     p.add_argument("--synthetic", action="store_true",
                    help="run on the procedural generator at a tiny size (minutes on a CPU); numbers are SYNTHETIC")
-    p.add_argument("--n-seeds", dest="seeds", type=int, default=None, help="seeds per cell, 0 .. N-1 (default: the table's)")
+    p.add_argument("--n-seeds", dest="seeds", type=int, default=None,
+                   help="seeds per cell, 0 .. N-1 (default: the table's)")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples of the intervals (default 2000)")
     add_out(p, required=True, help="output folder (resumed when it holds the same plan)")
     add_set(p, help="override a key of every cell's training config (repeatable), e.g. epochs=3")

@@ -27,4 +27,5 @@ from equipath.data.synthetic_sets import (SyntheticSegmentation, write_preview, 
 __all__ = ["PCamDataset", "PCamWriter", "write_pcam", "SegmentationDataset", "folder_pairs", "csv_pairs",
            "OcelotDataset", "points_to_mask", "points_to_heatmap", "mask_to_points", "BreakHisDataset",
            "patient_splits", "breakhis_mpp", "split_accuracy", "predict_max_over_crops", "write_synthetic_pcam",
-           "write_synthetic_tiles", "SyntheticSegmentation", "write_preview", "regime_indices", "REGIME_FRACTIONS", "make_augmentation"]
+           "write_synthetic_tiles", "SyntheticSegmentation", "write_preview", "regime_indices", "REGIME_FRACTIONS",
+           "make_augmentation"]

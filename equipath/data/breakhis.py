@@ -161,7 +161,8 @@ class BreakHisDataset(Dataset):
                 im = im.convert("RGB")
                 if self.mpp is not None:
                     if self.magnifications[index] is None:
-                        raise ValueError(f"{path}: no magnification in its path; needed to resample to {self.mpp} um/px")
+                        raise ValueError(f"{path}: no magnification in its path; needed to resample to "
+                                         f"{self.mpp} um/px")
                     factor = breakhis_mpp(self.magnifications[index]) / self.mpp
                     size = (max(1, round(im.width * factor)), max(1, round(im.height * factor)))
                     im = im.resize(size, Image.Resampling.BILINEAR, reducing_gap=None)
@@ -243,5 +244,6 @@ def split_accuracy(model_fn, dataset: BreakHisDataset, indices, n_crops: int = 1
         prob = predict_max_over_crops(model_fn, image, n_crops, crop, seed + k)
         correct.setdefault(dataset.patients[index], []).append(float((prob > threshold) == bool(label)))
     flat = [c for values in correct.values() for c in values]
-    return {"accuracy": float(np.mean(flat)), "patient_accuracy": float(np.mean([np.mean(v) for v in correct.values()])),
-            "n_images": len(flat), "n_patients": len(correct)}
+    patient_accuracy = float(np.mean([np.mean(v) for v in correct.values()]))
+    return {"accuracy": float(np.mean(flat)), "patient_accuracy": patient_accuracy, "n_images": len(flat),
+            "n_patients": len(correct)}

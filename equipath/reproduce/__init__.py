@@ -4,7 +4,8 @@ A table is a declared plan of runs (:mod:`~equipath.reproduce.plan`): configs fr
 folder per cell, resumable, and a markdown + CSV table beside the paper's own numbers.
 
 Tables: ``pcam-table1`` (seed 000 Table 1), ``camelyon16-table2`` (seed 000 Table 2: data regime -> train
--> slide maps -> NMS chosen on validation maps -> FROC), ``gunet-dice`` (seed 001 Table 1), ``ocelot-mf1`` (seed 002), ``gerunet-table1`` (seed 004 Table 1, ablation rows).
+-> slide maps -> NMS chosen on validation maps -> FROC), ``gunet-dice`` (seed 001 Table 1), ``ocelot-mf1``
+(seed 002), ``gerunet-table1`` (seed 004 Table 1, ablation rows).
 """
 
 from equipath.reproduce.camelyon16 import CAMELYON16_TABLE2
