@@ -434,13 +434,12 @@ def load_yaml(text: str, source: str):
 
 
 def read_config_file(path) -> dict:
-    """The mapping of config keys in a YAML file (empty file: ``{}``); ``FileNotFoundError`` / ``ValueError``
+    """The mapping of config keys in a YAML file, or in the config shipped in the package under that name
+    (:func:`equipath.configs.resolve_config_path`; empty file: ``{}``); ``FileNotFoundError`` / ``ValueError``
     naming the file when it is missing, not YAML or not a mapping."""
-    from pathlib import Path
+    from equipath.configs import resolve_config_path
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
+    path = resolve_config_path(path)
     values = load_yaml(path.read_text(), str(path)) or {}
     if not isinstance(values, dict):
         raise ValueError(f"{path}: expected a mapping of config keys, got {type(values).__name__}")
