@@ -279,9 +279,14 @@ def _profile(model, sizes) -> tuple[list, list]:
     return result
 
 
-def memory_plan(model, device: torch.device, budget: int | None = None, largest_tile: int = 64) -> tuple[int, int]:
+def memory_plan(model, device: torch.device, budget: int | None = None,
+                largest_tile: int | None = None) -> tuple[int, int]:
     """``(tile_cells, batch_size)`` from memory: the largest tile side (at most ``largest_tile`` cells) whose
     activations fit in ``budget`` bytes, and as many such tiles per batch as fit.
+
+    ``largest_tile`` defaults to 64 on a GPU and 24 on the CPU, where larger tiles leave the caches and
+    run slower per multiply-accumulate (``p4m_densenet``, CPU-ms per cell: 11.1 at 16, 8.0 at 24, 10.2 at
+    32 cells; docs/benchmarks.md).
 
     A tile's peak memory is taken as 3 float32 copies of the model's largest activation (a layer's input,
     its output and a concatenation), measured on a 2 x 2-cell tile and scaled by pixels. ``budget``
@@ -289,6 +294,7 @@ def memory_plan(model, device: torch.device, budget: int | None = None, largest_
     4 GiB) on the CPU.
     """
     s, rf = int(model.output_stride), int(model.receptive_field)
+    largest_tile = largest_tile or (64 if device.type == "cuda" else 24)
     side = s + rf
     _, largest = _profile(model, [(rf, rf), (rf, side), (side, side)])  # the sizes TileCost.of_model profiles
     bytes_per_pixel = 3 * 4 * largest[2] / side**2
