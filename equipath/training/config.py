@@ -166,6 +166,8 @@ class TrainConfig:
         out_dir: output folder (checkpoints, metrics.csv, config.yaml). Defaults to ``runs/train``.
         resume: continue the run in ``out_dir`` when its ``last.pt`` exists; with False an existing run
             there is an error. Defaults to True.
+        init_from: a checkpoint whose weights start the run (fine-tuning, seed 000 section 3.3); ignored when
+            the run resumes from its own ``last.pt``. Defaults to None (random initialisation).
         progress: show progress bars. Defaults to True.
     """
 
@@ -194,6 +196,7 @@ class TrainConfig:
     out_dir: str = _key("runs/train", "output folder: checkpoints, metrics.csv, config.yaml")
     resume: bool = _key(True, "continue the run in out_dir when its last.pt exists (false: that is an error)")
     progress: bool = _key(True, "show progress bars")
+    init_from: str | None = _key(None, "checkpoint whose weights start the run (fine-tuning); null: random init")
 
     def __post_init__(self):
         _check_range("lr", self.lr, 0.0, 10.0, low_open=True)

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from equipath.atomic import atomic_write, write_csv
-from equipath.checkpoint import check_writable, load_checkpoint, save_checkpoint
+from equipath.checkpoint import check_weights, check_writable, load_checkpoint, save_checkpoint
 from equipath.evaluation import ClassificationMetric, SegmentationMetric
 from equipath.evaluation.base import concat_records
 from equipath.models import Normalized, create_model
@@ -99,6 +99,15 @@ def _resume_state(config: TrainConfig, out_dir: Path) -> dict | None:
     return state
 
 
+def _initialise(model, path) -> None:
+    """Fine-tuning: ``model`` takes the weights of the checkpoint at ``path`` (read with weights_only);
+    ``ValueError`` in one line naming the first tensor that does not fit."""
+    state = load_checkpoint(path)
+    check_weights(model, state["state_dict"], path)
+    model.load_state_dict(state["state_dict"])
+    log.info("initialised %s from %s", type(model).__name__, path)
+
+
 class _Run:
     def __init__(self, config: TrainConfig, world: World):
         self.config, self.world = config, world
@@ -127,6 +136,8 @@ class _Run:
             self.model.load_state_dict(self.resume["state_dict"])
             self.history, self.start_epoch = list(self.resume["history"]), self.resume["epoch"]
             self.best_loss, self.best_epoch = self.resume["best_val_loss"], self.resume["best_epoch"]
+        elif config.init_from is not None:
+            _initialise(self.model, config.init_from)
         self.plan.apply(self.model)
         # the model as load_model gives it back: the normalisation in front (self.model is what is saved)
         self.normalized = Normalized(self.model, self.normalization["mean"], self.normalization["std"]).to(device)
