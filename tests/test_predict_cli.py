@@ -10,7 +10,7 @@ import tifffile
 import torch
 from PIL import Image
 
-from equipath.checkpoint import save_checkpoint
+from equipath.checkpoint import load_model, save_checkpoint
 from equipath.cli import main
 from equipath.data.ocelot import read_cell_csv
 from equipath.evaluation.ocelot_submission import (read_ocelot_submission, score_ocelot_submission,
@@ -35,7 +35,7 @@ def _checkpoint(path, name, pixels, task="segmentation", config=None, **kwargs):
             model.train()(torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255)
     extra = {"config": config} if config else {}
     return save_checkpoint(path, model.eval(), name=name, kwargs=kwargs,
-                           normalization={"mean": [0.0] * 3, "std": [1.0] * 3}, task=task, **extra)
+                           normalization={"mean": [0.1, 0.2, 0.3], "std": [1.0, 1.5, 2.0]}, task=task, **extra)
 
 
 def test_predict_segments_a_slide_into_files_users_open(tmp_path, capsys):
@@ -56,6 +56,13 @@ def test_predict_segments_a_slide_into_files_users_open(tmp_path, capsys):
         assert abs(1e4 / (x_res[0] / x_res[1]) - 3.992) < 0.01  # microns per pixel in the tags
         labels = tif.pages[0].asarray()
     assert set(np.unique(labels)) <= {0, 1} and np.array_equal(labels, prob.argmax(0))
+    # one window: the map is the model (its normalisation applied once) on the view's canvas, 377 x 281 px
+    # centred on it (the reader gives white beyond the slide)
+    model, _ = load_model(ckpt)
+    canvas = SlideView.at(open_slide(CMU), mpp=3.992).read(-2, -3, 281, 377)
+    with torch.no_grad():
+        whole = model(torch.from_numpy(canvas).permute(2, 0, 1)[None].float() / 255).softmax(1)[0, :, 3:-4, 2:-2]
+    assert np.abs(prob.astype(np.float32) - whole.numpy()).max() < 2e-3
     assert Image.open(folder / "overlay.png").size[1] > 277  # the picture plus its legend
     assert all(a.group == "Tumor" for a in read_geojson(folder / "regions.geojson"))
     summary = json.loads((folder / "segment.json").read_text())
