@@ -62,3 +62,64 @@ def test_init_from_a_checkpoint_of_another_shape_fails_in_one_line(pcam_root, tm
 def test_init_from_a_missing_file_is_named(pcam_root, tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.pt"):
         train(_config(tmp_path / "run", pcam_root, init_from=str(tmp_path / "nothing.pt")))
+
+
+def _reference(path):
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    image = np.stack([rng.integers(120, 200, (48, 48)), rng.integers(40, 110, (48, 48)),
+                      rng.integers(130, 220, (48, 48))], -1).astype(np.uint8)
+    Image.fromarray(image).save(path)
+    return path
+
+
+def test_stain_config_is_validated():
+    with pytest.raises(ValueError, match="data.stain.method must be one of macenko, reinhard"):
+        TrainConfig.from_dict({"model": "densenet", "data": {"stain": {"method": "vahadane", "reference": "r.png"}}})
+    with pytest.raises(ValueError, match="data.stain must have exactly the keys method and reference"):
+        TrainConfig.from_dict({"model": "densenet", "data": {"stain": {"method": "reinhard"}}})
+
+
+@pytest.mark.parametrize("method", ["reinhard", "macenko"])
+def test_stain_is_fitted_saved_in_the_checkpoint_and_applied_by_predict(tmp_path, method):
+    from equipath.data.stain import fit_stain_normalizer, stain_from_checkpoint
+    from equipath.models import load_model
+    from equipath.wsi.segment_pipeline import SegmentOptions, segment_slide
+
+    reference = _reference(tmp_path / "reference.png")
+    config = TrainConfig.from_dict({
+        "model": "iso_unet", "model_kwargs": {"width": 2}, "epochs": 1, "batch_size": 2, "batches_per_epoch": 1,
+        "progress": False, "out_dir": str(tmp_path / "run"),
+        "data": {"dataset": "synthetic_segmentation", "patch_size": 32, "augment": ["d4"],
+                 "synthetic_size": {"train": 4, "valid": 2, "test": 2},
+                 "stain": {"method": method, "reference": str(reference)}}})
+    result = train(config)
+    state = load_checkpoint(result.last)
+    assert state["stain"] == fit_stain_normalizer(method, reference).state_dict()
+    assert load_checkpoint(result.best)["stain"]["method"] == method
+    model, checkpoint = load_model(result.best)
+    image = np.random.default_rng(1).integers(30, 230, (40, 44, 3), dtype=np.uint8)
+    options = SegmentOptions(tissue=None, progress=False, device="cpu", dtype="float32")
+    segment_slide(image, tmp_path / "stained", model, checkpoint, options)
+    # by hand: the image normalised by the checkpoint's stain (measured on the whole image), no stain stored
+    by_hand = stain_from_checkpoint(checkpoint).from_source(image[None].reshape(1, -1, 3))(image)
+    assert not np.array_equal(by_hand, image)
+    plain = {k: v for k, v in checkpoint.items() if k != "stain"}
+    segment_slide(by_hand, tmp_path / "by_hand", model, plain, options)
+    raw = tmp_path / "raw"
+    segment_slide(image, raw, model, plain, options)
+    stained = np.load(tmp_path / "stained" / "probabilities.npy")
+    np.testing.assert_allclose(stained, np.load(tmp_path / "by_hand" / "probabilities.npy"), atol=1e-6)
+    assert not np.allclose(stained, np.load(raw / "probabilities.npy"), atol=1e-4)
+
+
+def test_stain_transform_passes_a_blank_patch_unchanged():
+    from equipath.data.stain import StainTransform, fit_stain_normalizer
+
+    norm = fit_stain_normalizer("macenko", np.random.default_rng(0).integers(40, 200, (32, 32, 3), dtype=np.uint8))
+    blank = torch.ones(3, 16, 16)
+    image, _ = StainTransform(norm)(blank, None)
+    assert torch.equal(image, blank)
+    with pytest.raises(ValueError, match="tissue pixels"):
+        norm(blank)

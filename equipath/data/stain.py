@@ -34,10 +34,14 @@ import numpy as np
 import torch
 from skimage.color import lab2rgb, rgb2lab
 
-__all__ = ["MacenkoNormalizer", "ReinhardNormalizer", "StainTransform", "fit_stain_normalizer", "stain_from_state",
+__all__ = ["BlankImageError", "MacenkoNormalizer", "ReinhardNormalizer", "StainTransform", "fit_stain_normalizer", "stain_from_state",
            "stain_from_checkpoint", "STAIN_METHODS"]
 
 _EPS = 1.0 / 255.0
+
+
+class BlankImageError(ValueError):
+    """Macenko found too few tissue pixels in an image to measure its stains."""
 
 
 def _as_float_rgb(image) -> tuple[np.ndarray, str]:
@@ -86,7 +90,7 @@ class MacenkoNormalizer:
         od = self._od(_as_float_rgb(image)[0])
         tissue = od[(od > self.beta).all(axis=1)]
         if len(tissue) < 10:
-            raise ValueError(f"Macenko: only {len(tissue)} tissue pixels (optical density > {self.beta} in every "
+            raise BlankImageError(f"Macenko: only {len(tissue)} tissue pixels (optical density > {self.beta} in every "
                              "channel); is the image blank?")
         _, vectors = np.linalg.eigh(np.cov(tissue.T))
         plane = vectors[:, [2, 1]]  # (3, 2): the two largest principal axes
@@ -219,7 +223,8 @@ def stain_from_checkpoint(checkpoint: dict):
 
 class StainTransform:
     """The joint data transform ``(image, mask) -> (normalised image, mask)`` of a fitted normaliser, for
-    the ``transform`` argument of the data sets (the mask is untouched).
+    the ``transform`` argument of the data sets (the mask is untouched). An image with too little tissue
+    for Macenko to measure its stains (a background patch) passes unchanged.
 
     Example:
         >>> import torch, numpy as np
@@ -233,4 +238,7 @@ class StainTransform:
         self.normalizer = normalizer
 
     def __call__(self, image, mask=None):
-        return self.normalizer(image), mask
+        try:
+            return self.normalizer(image), mask
+        except BlankImageError:  # a patch of background (no stain to measure) passes unchanged
+            return image, mask

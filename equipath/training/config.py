@@ -89,6 +89,10 @@ class DataConfig:
         valid_fraction: without a ``valid/`` folder, this seeded fraction of ``train/`` images validates.
             Defaults to None (``valid/`` is required).
         grey_to_rgb: greyscale images are repeated to 3 channels instead of refused. Defaults to False.
+        stain: stain normalisation to a reference image, ``{"method": "macenko" | "reinhard", "reference":
+            PATH}`` (:mod:`equipath.data.stain`): fitted once on the reference, applied to every training and
+            validation image before augmentation, and saved in the checkpoint under ``"stain"`` so that
+            ``predict`` / ``predict-slide`` apply the same. Defaults to None (no normalisation).
 
     Every field carries a one-line ``help`` in its metadata (``equipath train --show-config`` prints them).
     """
@@ -111,6 +115,8 @@ class DataConfig:
     valid_fraction: float | None = _key(None, "segmentation: hold out this fraction of train/ for validation "
                                               "when there is no valid/ folder (seeded by regime_seed)")
     grey_to_rgb: bool = _key(False, "segmentation: accept greyscale images, repeating the channel 3 times")
+    stain: dict | None = _key(None, "stain normalisation {method: macenko|reinhard, reference: IMAGE}, fitted on "
+                                    "the reference, saved in the checkpoint; null: none")
 
     def __post_init__(self):
         _check_range("data.fraction", self.fraction, 1e-6, 1.0)
@@ -132,6 +138,8 @@ class DataConfig:
             object.__setattr__(self, "num_workers", cores)
         if self.valid_fraction is not None and not 0.0 < self.valid_fraction < 1.0:
             raise ValueError(f"config: data.valid_fraction must be in (0, 1), got {self.valid_fraction}")
+        if self.stain is not None:
+            _check_stain(self.stain)
         unknown = [a for a in self.augment if a not in AUGMENTATIONS]
         if unknown:
             raise ValueError(f"config: data.augment: unknown augmentation {unknown[0]!r}; "
@@ -222,6 +230,20 @@ class TrainConfig:
     def to_dict(self) -> dict:
         """Plain types only (tuples as lists), so the dict can be written as YAML and read back by ``from_dict``."""
         return _plain(dataclasses.asdict(self))
+
+
+def _check_stain(stain: dict) -> None:
+    """``data.stain`` is ``{method: macenko|reinhard, reference: PATH}``; ``ValueError`` naming what is wrong."""
+    from equipath.data.stain import STAIN_METHODS
+
+    if set(stain) != {"method", "reference"}:
+        raise ValueError(f"config: data.stain must have exactly the keys method and reference, got "
+                         f"{', '.join(map(str, stain)) or 'none'}")
+    if stain["method"] not in STAIN_METHODS:
+        raise ValueError(f"config: data.stain.method must be one of {', '.join(STAIN_METHODS)}, "
+                         f"got {stain['method']!r}")
+    if not isinstance(stain["reference"], str) or not stain["reference"]:
+        raise ValueError(f"config: data.stain.reference must be the path of an image, got {stain['reference']!r}")
 
 
 def _check_range(name: str, value, low, high, low_open: bool = False) -> None:

@@ -30,10 +30,12 @@ from torch.utils.data import DataLoader, Subset
 
 from equipath.data import (OcelotDataset, PCamDataset, SegmentationDataset, SyntheticSegmentation, folder_pairs,
                            make_augmentation, regime_indices, write_synthetic_pcam)
+from equipath.data.augment import Compose
 from equipath.data.pcam import pcam_path
+from equipath.data.stain import StainTransform, fit_stain_normalizer
 from equipath.training.sampling import fixed_sample
 
-__all__ = ["build_datasets", "estimate_normalization", "data_root", "segmentation_pairs"]
+__all__ = ["build_datasets", "estimate_normalization", "data_root", "segmentation_pairs", "stain_normalizer"]
 
 log = logging.getLogger(__name__)
 
@@ -99,13 +101,27 @@ def _regime(dataset, fraction: float, seed: int, slides=None):
     return Subset(dataset, regime_indices(len(dataset), fraction, seed, slides).tolist())
 
 
-def build_datasets(config, model) -> tuple:
+def stain_normalizer(data):
+    """The stain normaliser of ``data.stain`` fitted on its reference image, or None without one."""
+    if data.stain is None:
+        return None
+    log.info("stain normalisation: %s fitted on %s", data.stain["method"], data.stain["reference"])
+    return fit_stain_normalizer(data.stain["method"], data.stain["reference"])
+
+
+def build_datasets(config, model, stain="config") -> tuple:
     """``(train_set, val_set)`` for ``config`` (see the module docstring); items are ``(image, target)``
     with ``image`` float32 ``(3, H, W)`` in [0, 1]. Checks that the patch size suits ``model``
-    (``model.check_input_size``) and that the data set's task is the model's."""
+    (``model.check_input_size``) and that the data set's task is the model's. ``stain``: the fitted stain
+    normaliser applied to every image before augmentation (default: :func:`stain_normalizer` of the config)."""
     data = config.data
     root = data_root(config)
+    stain = stain_normalizer(data) if isinstance(stain, str) and stain == "config" else stain
+    before = [StainTransform(stain)] if stain is not None else []
     augment = make_augmentation(data.augment) if data.augment else None
+    if before:
+        augment = Compose(before + ([augment] if augment is not None else []))
+    plain = Compose(before) if before else None  # validation: normalised, never augmented
     if data.dataset in ("pcam", "synthetic_pcam"):
         if data.dataset == "synthetic_pcam":
             _ensure_synthetic_pcam(root, data.synthetic_size, config.seed, config.progress)
@@ -115,21 +131,22 @@ def build_datasets(config, model) -> tuple:
             raise ValueError(f"data.root {root} holds a synthetic set of {len(train_full)} training patches but "
                              f"data.synthetic_size asks for {data.synthetic_size.get('train')}: use another data.root")
         train_set = _regime(train_full, data.fraction, data.regime_seed, train_full.slides)
-        val_set = PCamDataset(root, "valid")
+        val_set = PCamDataset(root, "valid", transform=plain)
     else:
         task = "segmentation"
         if data.dataset == "segmentation":
             pairs = segmentation_pairs(root, data)
             train_full = SegmentationDataset(pairs["train"], data.patch_size, "random", transform=augment,
                                              grey_to_rgb=data.grey_to_rgb)
-            val_set = SegmentationDataset(pairs["valid"], data.patch_size, "grid", grey_to_rgb=data.grey_to_rgb)
+            val_set = SegmentationDataset(pairs["valid"], data.patch_size, "grid", grey_to_rgb=data.grey_to_rgb,
+                                          transform=plain)
         elif data.dataset == "synthetic_segmentation":
             size = (data.patch_size, data.patch_size)
             train_full = SyntheticSegmentation(_size(data, "train"), size, config.seed, "train", transform=augment)
-            val_set = SyntheticSegmentation(_size(data, "valid"), size, config.seed, "valid")
+            val_set = SyntheticSegmentation(_size(data, "valid"), size, config.seed, "valid", transform=plain)
         else:
             train_full = OcelotDataset(root, "train", radius=data.cell_radius, transform=augment)
-            val_set = OcelotDataset(root, "val", radius=data.cell_radius)
+            val_set = OcelotDataset(root, "val", radius=data.cell_radius, transform=plain)
         train_set = _regime(train_full, data.fraction, data.regime_seed)
     if task != model.task:
         raise ValueError(f"config: model {config.model!r} is a {model.task} model but data.dataset "

@@ -44,7 +44,7 @@ from equipath.evaluation.base import concat_records
 from equipath.models import Normalized, create_model
 from equipath.outdir import OutputLock, remove_stale_temporaries
 from equipath.training.config import TrainConfig
-from equipath.training.datasets import build_datasets, estimate_normalization
+from equipath.training.datasets import build_datasets, estimate_normalization, stain_normalizer
 from equipath.training.device import device_plan
 from equipath.training.distributed import World, all_gather_objects, all_reduce_sum, setup_distributed, \
     teardown_distributed
@@ -117,7 +117,8 @@ class _Run:
         seed_everything(config.seed)
         self.model = create_model(config.model, **config.model_kwargs)
         self.task = self.model.task
-        self.train_set, self.val_set = build_datasets(config, self.model)
+        self.stain = stain_normalizer(config.data)  # saved in the checkpoint: inference applies the same
+        self.train_set, self.val_set = build_datasets(config, self.model, stain=self.stain)
         self.val_indices = fixed_sample(len(self.val_set), config.data.val_samples, config.seed)
         loss = config.loss or ("bce" if self.task == "classification" else "ce")
         self.loss_fn = build_loss(loss, config.dice_weight, config.ce_weight)
@@ -215,6 +216,8 @@ class _Run:
     def _save(self, path: Path, epoch: int, full: bool) -> None:
         extra = {"config": self.config.to_dict(), "epoch": epoch, "history": self.history,
                  "best_val_loss": self.best_loss, "best_epoch": self.best_epoch}
+        if self.stain is not None:
+            extra["stain"] = self.stain.state_dict()
         if full:
             extra.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict())
         save_checkpoint(path, self.model, name=self.config.model, kwargs=self.config.model_kwargs,

@@ -225,7 +225,18 @@ class _StainedView:
         return getattr(self._view, name)
 
     def read(self, x: int, y: int, w: int, h: int) -> np.ndarray:
-        return self._transform(self._view.read(x, y, w, h))
+        """The view's read with the pixels inside the view normalised; the padding of a read reaching past
+        the view's edge stays as the view pads (so a tiled pass equals one pass over the normalised image)."""
+        tile = self._view.read(x, y, w, h)
+        H, W = self._view.shape
+        x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, W), min(y + h, H)
+        if x0 >= x1 or y0 >= y1:
+            return tile
+        if (x0, y0, x1, y1) == (x, y, x + w, y + h):
+            return self._transform(tile)
+        tile = tile.copy()
+        tile[y0 - y:y1 - y, x0 - x:x1 - x] = self._transform(tile[y0 - y:y1 - y, x0 - x:x1 - x])
+        return tile
 
 
 def stained_view(view, checkpoint: dict, thumbnail: np.ndarray, mask: np.ndarray):

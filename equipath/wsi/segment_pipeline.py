@@ -29,11 +29,11 @@ from equipath.data.ocelot import mask_to_points
 from equipath.evaluation.ocelot_submission import write_ocelot_submission
 from equipath.outdir import file_sha256
 from equipath.wsi.geojson import label_features, point_features, write_geojson
-from equipath.wsi.pipeline import trained_on_synthetic
+from equipath.wsi.pipeline import stained_view, trained_on_synthetic
 from equipath.wsi.reader import SlideView, open_slide
 from equipath.wsi.segment import plan_segmentation, segment_view
 from equipath.wsi.segment_outputs import class_names_of, label_mask, write_label_overlay, write_label_tiff
-from equipath.wsi.tissue import TissueOptions
+from equipath.wsi.tissue import TissueOptions, tissue_mask
 
 __all__ = ["SegmentOptions", "SegmentJob", "segment_slide", "is_cell_model"]
 
@@ -95,7 +95,7 @@ def segment_slide(source, out_dir, model, checkpoint: dict, options: SegmentOpti
     with open_slide(source, options.backend, options.slide_mpp) as reader:
         view = SlideView.at(reader, level=options.level, mpp=options.mpp)
         plan = plan_segmentation(model, view.shape, options.tile, options.margin)
-        prob = segment_view(model, view, tile=options.tile, margin=options.margin,
+        prob = segment_view(model, _stained(view, checkpoint, options), tile=options.tile, margin=options.margin,
                             tissue=options.tissue,  # the model normalises its input (load_model)
                             batch_size=options.batch_size, device=options.device, amp=options.amp,
                             dtype=np.dtype(options.dtype), out=out_dir / "probabilities.npy", read_workers=options.read_workers,
@@ -135,6 +135,17 @@ def segment_slide(source, out_dir, model, checkpoint: dict, options: SegmentOpti
     write_json(out_dir / "segment.json", summary)
     log.info("%s: %.0f%% predicted, %.1f s", summary["source"], 100 * summary["predicted_fraction"], seconds)
     return summary
+
+
+def _stained(view, checkpoint: dict, options: SegmentOptions):
+    """The view the model reads: with the checkpoint's stain normalisation measured once on the tissue of a
+    thumbnail (as :func:`~equipath.wsi.pipeline.predict_slide` does), or ``view`` itself without one."""
+    if checkpoint.get("stain") is None:
+        return view
+    thumbnail = view.coarser(max(1.0, max(view.shape) / options.thumbnail_side)).read_all()
+    mask = tissue_mask(thumbnail, options.tissue) if options.tissue is not None else \
+        np.ones(thumbnail.shape[:2], dtype=bool)
+    return stained_view(view, checkpoint, thumbnail, mask)
 
 
 @lru_cache(maxsize=1)
