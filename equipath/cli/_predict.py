@@ -30,7 +30,8 @@ def add_arguments(p, what: str = "images, slides") -> None:
     p.add_argument("--slide-mpp", type=float, help="level-0 microns per pixel of inputs whose files do not say")
     p.add_argument("--backend", default="auto", choices=["auto", "openslide", "tiffslide", "image"])
     p.add_argument("--tissue-method", default="hsv", choices=["hsv", "otsu"])
-    p.add_argument("--saturation", type=float, default=0.07, help="tissue: minimum blurred HSV saturation (default 0.07)")
+    p.add_argument("--saturation", type=float, default=0.07,
+                   help="tissue: minimum blurred HSV saturation (default 0.07)")
     p.add_argument("--value", type=float, default=0.1, help="tissue: minimum blurred HSV value (default 0.1)")
     p.add_argument("--tissue-mpp", type=float, default=8.0, help="resolution of the tissue mask (default 8.0)")
     seg = p.add_argument_group("segmentation models")
@@ -100,7 +101,8 @@ def run_segmentation(args) -> int:
         mpp=args.mpp, level=args.level, slide_mpp=args.slide_mpp, backend=args.backend,
         tissue=None if args.all_pixels else TissueOptions(method=args.tissue_method, saturation=args.saturation,
                                                           value=args.value, mpp=args.tissue_mpp),
-        tile=args.tile, margin=args.margin, batch_size=4 if args.batch_size is None else args.batch_size, device=args.device, amp=args.amp,
+        tile=args.tile, margin=args.margin, batch_size=4 if args.batch_size is None else args.batch_size,
+        device=args.device, amp=args.amp,
         progress=args.progress, cells=args.cells, min_distance=args.min_distance, cell_threshold=args.cell_threshold,
         dtype=args.dtype)
     job = SegmentJob(os.path.abspath(args.checkpoint), options)

@@ -98,7 +98,8 @@ def segment_slide(source, out_dir, model, checkpoint: dict, options: SegmentOpti
         prob = segment_view(model, _stained(view, checkpoint, options), tile=options.tile, margin=options.margin,
                             tissue=options.tissue,  # the model normalises its input (load_model)
                             batch_size=options.batch_size, device=options.device, amp=options.amp,
-                            dtype=np.dtype(options.dtype), out=out_dir / "probabilities.npy", read_workers=options.read_workers,
+                            dtype=np.dtype(options.dtype), out=out_dir / "probabilities.npy",
+                            read_workers=options.read_workers,
                             progress=options.progress)
         seconds = time.perf_counter() - start
         k = max(1.0, max(view.shape) / options.thumbnail_side)
@@ -118,7 +119,8 @@ def segment_slide(source, out_dir, model, checkpoint: dict, options: SegmentOpti
     del labels
     (out_dir / ".labels.npy").unlink()
     summary = {"source": str(source) if isinstance(source, (str, Path)) else "<array>",
-               "model": checkpoint.get("model"), "synthetic": synthetic, "classes": names, "level0_dimensions": list(dims),
+               "model": checkpoint.get("model"), "synthetic": synthetic, "classes": names,
+               "level0_dimensions": list(dims),
                "view": {"downsample": view.downsample, "mpp": view.mpp, "shape": list(view.shape)},
                "tiles": {"window": [plan.rows.window, plan.cols.window], "margin": plan.margin,
                          "receptive_radius": plan.radius, "stride": plan.stride, "exact": plan.exact},
