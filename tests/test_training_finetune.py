@@ -123,3 +123,46 @@ def test_stain_transform_passes_a_blank_patch_unchanged():
     assert torch.equal(image, blank)
     with pytest.raises(ValueError, match="tissue pixels"):
         norm(blank)
+
+
+def test_heatmap_mse_against_a_hand_value():
+    from equipath.training.losses import build_loss
+
+    # one pixel, 3 classes: logits (0, ln 2, ln 1) -> softmax (1/4, 2/4, 1/4); heatmap (1, 0)
+    logits = torch.tensor([0.0, np.log(2.0), 0.0]).reshape(1, 3, 1, 1)
+    target = torch.tensor([1.0, 0.0]).reshape(1, 2, 1, 1)
+    loss = build_loss("heatmap_mse")
+    expected = ((0.5 - 1.0) ** 2 + (0.25 - 0.0) ** 2) / 2  # 0.15625
+    assert float(loss(logits, target)) == pytest.approx(expected, abs=1e-7)
+    labels = loss.labels(torch.tensor([[[[0.9, 0.2]], [[0.6, 0.4]]]]))  # (1, 2, 1, 2)
+    assert labels.tolist() == [[[1, 0]]]
+    with pytest.raises(ValueError, match="heatmap target"):
+        loss(logits, torch.zeros(1, 3, 1, 1))
+
+
+def test_gaussian_cell_target_config_is_checked():
+    with pytest.raises(ValueError, match="does not fit data.cell_target 'gaussian'"):
+        TrainConfig.from_dict({"model": "iso_unet", "loss": "dice_ce",
+                               "data": {"dataset": "ocelot", "cell_target": "gaussian"}})
+    with pytest.raises(ValueError, match="does not fit data.cell_target 'disk'"):
+        TrainConfig.from_dict({"model": "iso_unet", "loss": "heatmap_mse", "data": {"dataset": "ocelot"}})
+    with pytest.raises(ValueError, match="is for data.dataset ocelot"):
+        TrainConfig.from_dict({"model": "iso_unet", "data": {"dataset": "synthetic_segmentation",
+                                                             "cell_target": "gaussian"}})
+
+
+def test_a_gaussian_cell_target_trains(tmp_path):
+    from equipath.data.synthetic_sets import write_synthetic_ocelot
+
+    root = write_synthetic_ocelot(tmp_path / "ocelot", 2, size=32, seed=0, progress=False)
+    config = TrainConfig.from_dict({
+        "model": "iso_unet", "model_kwargs": {"width": 2, "num_classes": 3}, "epochs": 2, "batch_size": 2,
+        "batches_per_epoch": 2,
+        "lr": 1e-2, "progress": False, "out_dir": str(tmp_path / "run"),
+        "data": {"dataset": "ocelot", "root": str(root), "cell_target": "gaussian", "cell_sigma": 3.0,
+                 "augment": ["d4"]}})
+    result = train(config)
+    assert load_checkpoint(result.last)["config"]["data"]["cell_target"] == "gaussian"
+    first, last = result.history
+    assert 0.0 < last["train_loss"] < 1.0 and {"val_loss", "val_dice"} <= set(last)
+    assert last["val_loss"] < first["val_loss"] or last["train_loss"] < first["train_loss"]

@@ -85,6 +85,10 @@ class DataConfig:
         num_workers: data-loader worker processes. Defaults to 0.
         patch_size: side of the segmentation patches sampled from tiles. Defaults to 320 (seed 001).
         cell_radius: disk radius of the OCELOT cell masks in pixels. Defaults to 30 (seed 002).
+        cell_target: the OCELOT training target: ``disk`` (class masks of discs of ``cell_radius``, seed
+            002's) or ``gaussian`` (one soft heatmap per cell class, ``exp(-d^2 / (2 cell_sigma^2))``, trained
+            with the ``heatmap_mse`` loss). Defaults to ``disk``.
+        cell_sigma: width of the Gaussian cell target in pixels. Defaults to 5.
         mask_suffix: the mask of ``images/NAME.png`` is ``masks/NAME{mask_suffix}.png``. Defaults to ``""``.
         valid_fraction: without a ``valid/`` folder, this seeded fraction of ``train/`` images validates.
             Defaults to None (``valid/`` is required).
@@ -110,6 +114,9 @@ class DataConfig:
     num_workers: int = _key(0, "data-loader worker processes")
     patch_size: int = _key(320, "side of the segmentation patches sampled from the images")
     cell_radius: int = _key(30, "disk radius of OCELOT cell masks in pixels")
+    cell_target: Literal["disk", "gaussian"] = _key("disk", "OCELOT target: disk (class masks of cell_radius) or "
+                                                            "gaussian (heatmaps of cell_sigma, loss heatmap_mse)")
+    cell_sigma: float = _key(5.0, "width in pixels of the gaussian OCELOT cell target")
     mask_suffix: str = _key("", "segmentation: the mask of image NAME.png is masks/NAME{mask_suffix}.png, "
                                 "e.g. _mask")
     valid_fraction: float | None = _key(None, "segmentation: hold out this fraction of train/ for validation "
@@ -124,6 +131,10 @@ class DataConfig:
         _check_range("data.num_workers", self.num_workers, 0, 10**6)
         _check_range("data.patch_size", self.patch_size, 8, 16_384)
         _check_range("data.cell_radius", self.cell_radius, 1, 10_000)
+        _check_range("data.cell_sigma", self.cell_sigma, 0.1, 10_000)
+        if self.cell_target != "disk" and self.dataset != "ocelot":
+            raise ValueError(f"config: data.cell_target {self.cell_target!r} is for data.dataset ocelot, "
+                             f"not {self.dataset!r}")
         _check_range("data.regime_seed", self.regime_seed, 0, MAX_SEED)
         for split, size in self.synthetic_size.items():
             if split not in ("train", "valid", "test"):
@@ -154,7 +165,8 @@ class TrainConfig:
         model: registered model name (``equipath models`` lists them).
         model_kwargs: keyword arguments of ``create_model``. Defaults to none.
         data: a :class:`DataConfig`.
-        loss: ``bce``, ``ce`` or ``dice_ce``; ``None`` picks ``bce`` for classifiers and ``ce`` otherwise.
+        loss: ``bce``, ``ce``, ``dice_ce`` or ``heatmap_mse`` (the gaussian cell target's); ``None`` picks
+            ``bce`` for classifiers, ``heatmap_mse`` for ``data.cell_target: gaussian`` and ``ce`` otherwise.
         dice_weight, ce_weight: weights of Dice-CE (seed 002). Default to 1.
         lr: Adam's initial learning rate. Defaults to 1e-3.
         weight_decay: Adam's weight decay. Defaults to 0.
@@ -182,8 +194,9 @@ class TrainConfig:
     model: str = _key(help="registered model name (equipath models lists them)")
     model_kwargs: dict = _key(factory=dict, help="keyword arguments of the model, e.g. {growth: 8} (docs/models.md)")
     data: DataConfig = _key(factory=DataConfig, help="the data (the data.* keys)")
-    loss: Literal["bce", "ce", "dice_ce"] | None = _key(None, "bce, ce or dice_ce; null: bce for classifiers, "
-                                                              "ce otherwise")
+    loss: Literal["bce", "ce", "dice_ce", "heatmap_mse"] | None = _key(
+        None, "bce, ce, dice_ce or heatmap_mse; null: bce for classifiers, heatmap_mse for the gaussian cell "
+              "target, ce otherwise")
     dice_weight: float = _key(1.0, "weight of the Dice term of dice_ce")
     ce_weight: float = _key(1.0, "weight of the cross-entropy term of dice_ce")
     lr: float = _key(1e-3, "Adam's initial learning rate")
@@ -221,6 +234,11 @@ class TrainConfig:
             _check_range(f"normalization_std[{k}]", value, 1e-6, 1e3)
         for key, value in self.model_kwargs.items():
             _check_plain(f"model_kwargs.{key}", value)
+        gaussian = self.data.cell_target == "gaussian"
+        if (gaussian and self.loss not in (None, "heatmap_mse")) or (self.loss == "heatmap_mse" and not gaussian):
+            raise ValueError(f"config: loss {self.loss!r} does not fit data.cell_target {self.data.cell_target!r}; "
+                             "the gaussian target trains with heatmap_mse (or loss null), the disk target with "
+                             "bce, ce or dice_ce")
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":

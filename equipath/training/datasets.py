@@ -9,7 +9,8 @@
                             ``patch_size`` patches for training, a grid of patches for validation
     synthetic_segmentation  procedural tiles of ``patch_size`` drawn on the fly (synthetic)
     ocelot                  OCELOT 2023 in ``data.root`` (splits train / val): whole 1024 x 1024 cell images
-                            with disc masks of radius ``cell_radius`` (seed 002), classes 0 / 1 / 2
+                            with disc masks of radius ``cell_radius`` (seed 002), classes 0 / 1 / 2, or
+                            (``cell_target: gaussian``) heatmaps of width ``cell_sigma``, one per cell class
 
 The training set is the ``data.fraction`` regime of the train split (nested and seeded, by slide when the
 PCam meta file names slides) with ``data.augment`` applied; the validation set is never augmented.
@@ -145,8 +146,9 @@ def build_datasets(config, model, stain="config") -> tuple:
             train_full = SyntheticSegmentation(_size(data, "train"), size, config.seed, "train", transform=augment)
             val_set = SyntheticSegmentation(_size(data, "valid"), size, config.seed, "valid", transform=plain)
         else:
-            train_full = OcelotDataset(root, "train", radius=data.cell_radius, transform=augment)
-            val_set = OcelotDataset(root, "val", radius=data.cell_radius, transform=plain)
+            cells = {"target": data.cell_target, "radius": data.cell_radius, "sigma": data.cell_sigma}
+            train_full = OcelotDataset(root, "train", transform=augment, **cells)
+            val_set = OcelotDataset(root, "val", transform=plain, **cells)
         train_set = _regime(train_full, data.fraction, data.regime_seed)
     if task != model.task:
         raise ValueError(f"config: model {config.model!r} is a {model.task} model but data.dataset "

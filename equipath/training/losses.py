@@ -1,10 +1,20 @@
-"""Training losses: binary cross-entropy (seed 000), cross-entropy (seeds 001, 004) and Dice-CE (seed 002).
+"""Training losses: binary cross-entropy (seed 000), cross-entropy (seeds 001, 004), Dice-CE (seed 002) and
+the heatmap MSE of the Gaussian cell target (``data.cell_target: gaussian``).
 
 All take raw logits. Shapes:
 
     bce      logits (B, 1) or (B,), target (B,) or (B, 1) in {0, 1} (float)
     ce       logits (B, C) or (B, C, H, W), target (B,) or (B, H, W) class indices (int64)
     dice_ce  logits (B, C, H, W), target (B, H, W) class indices (int64)
+    heatmap_mse  logits (B, C, H, W), target (B, C - 1, H, W) float heatmaps in [0, 1]
+
+The heatmap MSE keeps the segmentation model as it is (C classes, class 0 no cell) and compares its class
+probabilities ``P = softmax(logits)`` of the cell classes with the Gaussian heatmaps ``G`` of the target
+(:func:`equipath.data.ocelot.points_to_heatmap`, channel ``c - 1`` for class ``c``):
+
+    heatmap_mse = 1/(B (C-1) H W) sum_{b, c >= 1, i} (P_bci - G_b(c-1)i)^2
+
+so inference is unchanged: the cell probability maps' peaks are the detected cells (``mask_to_points``).
 
 Dice-CE is ``dice_weight * Dice + ce_weight * CE`` with the soft Dice loss of seed 002,
 
@@ -26,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BinaryCrossEntropy", "CrossEntropy", "DiceCELoss", "build_loss", "LOSSES"]
+__all__ = ["BinaryCrossEntropy", "CrossEntropy", "DiceCELoss", "HeatmapMSE", "build_loss", "LOSSES"]
 
 
 def _check(loss: str, condition: bool, expected: str, logits: torch.Tensor, target: torch.Tensor) -> None:
@@ -83,11 +93,33 @@ class DiceCELoss(nn.Module):
         return self.dice_weight * dice.mean() + self.ce_weight * F.cross_entropy(logits, target)
 
 
-LOSSES = {"bce": BinaryCrossEntropy, "ce": CrossEntropy, "dice_ce": DiceCELoss}
+class HeatmapMSE(nn.Module):
+    """Mean squared error between the cell-class probabilities and the Gaussian heatmaps (module docstring).
+
+    ``labels(target)`` turns a heatmap target into the class mask the validation metrics compare with: the
+    class of the largest heatmap where it reaches ``label_threshold`` (0.5: within ``1.18 sigma`` of a
+    cell), else 0."""
+
+    label_threshold = 0.5
+
+    def forward(self, logits, target):
+        _check("heatmap_mse", logits.dim() == 4 and target.shape == (logits.shape[0], logits.shape[1] - 1,
+                                                                       *logits.shape[2:]),
+               "logits (B, C, H, W) and a heatmap target (B, C - 1, H, W)", logits, target)
+        prob = logits.float().softmax(1)[:, 1:]
+        return ((prob - target.float()) ** 2).mean()
+
+    def labels(self, target):
+        peak, cls = target.max(1)
+        return torch.where(peak >= self.label_threshold, cls + 1, torch.zeros_like(cls))
+
+
+LOSSES = {"bce": BinaryCrossEntropy, "ce": CrossEntropy, "dice_ce": DiceCELoss, "heatmap_mse": HeatmapMSE}
 
 
 def build_loss(name: str, dice_weight: float = 1.0, ce_weight: float = 1.0) -> nn.Module:
-    """The loss named ``"bce"``, ``"ce"`` or ``"dice_ce"`` (the weights apply to Dice-CE only)."""
+    """The loss named ``"bce"``, ``"ce"``, ``"dice_ce"`` or ``"heatmap_mse"`` (the weights apply to Dice-CE
+    only)."""
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}: expected one of {', '.join(LOSSES)}")
     if name == "dice_ce":

@@ -120,7 +120,8 @@ class _Run:
         self.stain = stain_normalizer(config.data)  # saved in the checkpoint: inference applies the same
         self.train_set, self.val_set = build_datasets(config, self.model, stain=self.stain)
         self.val_indices = fixed_sample(len(self.val_set), config.data.val_samples, config.seed)
-        loss = config.loss or ("bce" if self.task == "classification" else "ce")
+        loss = config.loss or ("bce" if self.task == "classification" else
+                               "heatmap_mse" if config.data.cell_target == "gaussian" else "ce")
         self.loss_fn = build_loss(loss, config.dice_weight, config.ce_weight)
         if self.resume is not None:
             self.normalization = self.resume["normalization"]
@@ -204,7 +205,10 @@ class _Run:
             y = y.to(world.device)
             total += torch.stack([self.loss_fn(logits, y).double() * len(x),
                                   torch.tensor(len(x), dtype=torch.float64, device=world.device)])
-            metric(logits, y) if self.task == "classification" else metric(logits.argmax(1), y)
+            if self.task == "classification":
+                metric(logits, y)
+            else:  # a heatmap target (gaussian cells) is compared as the class mask it stands for
+                metric(logits.argmax(1), self.loss_fn.labels(y) if hasattr(self.loss_fn, "labels") else y)
         total = all_reduce_sum(total, world)
         parts = [p for p in all_gather_objects(metric.all_records() if len(metric) else None, world) if p]
         values = metric.compute(concat_records(parts))
