@@ -32,7 +32,7 @@ def test_defaults_are_seed_000_training_details():
     ({"model": "densenet", "epochs": 2.5}, r"epochs must be an integer, got 2.5"),
     ({"model": "densenet", "epochs": True}, r"epochs must be an integer, got True"),
     ({"model": "densenet", "amp": "yes"}, r"amp must be true or false"),
-    ({"model": "densenet", "loss": "mse"}, r"loss must be one of 'bce', 'ce', 'dice_ce' or null"),
+    ({"model": "densenet", "loss": "mse"}, r"loss must be one of 'bce', 'ce', 'dice_ce', 'heatmap_mse' or null"),
     ({"model": "densenet", "data": {"augment": ["d4", "flip"]}}, r"unknown augmentation 'flip'"),
     ({"model": "densenet", "data": {"fraction": 1.5}}, r"data.fraction must be a finite number in \[1e-06, 1\], got 1.5"),
     ({"model": "densenet", "normalization_mean": [0.5, 0.5]}, r"normalization_mean must be a list of 3 numbers"),
