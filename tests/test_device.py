@@ -46,7 +46,7 @@ def test_plan_decisions():
     assert not forced.pin_memory and not forced.cudnn_benchmark  # need a GPU
     assert device_plan("cpu", amp=False, as_cuda=True).amp_dtype is None
     assert device_plan("cpu", amp=True).amp_dtype == torch.bfloat16
-    assert cpu.retain_freed_memory and forced.retain_freed_memory
+    assert not cpu.retain_freed_memory and device_plan("cpu", keep_freed_memory=True).retain_freed_memory
     with pytest.raises(ValueError, match="unknown device"):
         device_plan("tpu")
 

@@ -8,9 +8,11 @@ the CUDA decisions on the CPU wherever the CPU can carry them out (bf16 autocast
 
 On the CPU, large activations are each a fresh ``mmap`` of glibc's allocator, so every layer pays a page
 fault per 4 KiB and the kernel zeroes the pages: on a 12 x 12-cell ``p4m_densenet`` slide tile that was
-about 40 % of the CPU time (6.3 against 3.7 CPU-s for three forward passes; docs/benchmarks.md). ``retain_freed_memory`` makes glibc serve large blocks from its heap and
-keep freed memory for reuse (``mallopt``), for the rest of the process: the peak memory is unchanged, it
-is just not handed back to the system between layers.
+about 40 % of the CPU time (6.3 against 3.7 CPU-s for three forward passes; docs/benchmarks.md).
+``keep_freed_memory=True`` makes glibc serve large blocks from its heap and keep freed memory for reuse
+(``mallopt``), for the rest of the process. It is off by default: over many differently shaped inputs
+(the tiles of a slide) the heap fragments, and a slide run grew to 10 GB before it was killed; with
+inputs of one shape (training batches) the same blocks are reused.
 
 Example:
     >>> import torch
@@ -53,7 +55,7 @@ class DevicePlan:
         pin_memory: data loaders pin their batches (CUDA only).
         non_blocking: host-to-device copies do not wait.
         cudnn_benchmark: let cuDNN pick the fastest algorithm per input shape (CUDA only).
-        retain_freed_memory: the CPU allocator keeps freed memory for reuse (glibc; CPU only).
+        retain_freed_memory: the CPU allocator keeps freed memory for reuse (glibc; CPU only; opt-in).
     """
 
     device: torch.device
@@ -88,7 +90,8 @@ class DevicePlan:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
 
-def device_plan(device="auto", amp: bool | None = None, *, as_cuda: bool | None = None) -> DevicePlan:
+def device_plan(device="auto", amp: bool | None = None, *, as_cuda: bool | None = None,
+                keep_freed_memory: bool = False) -> DevicePlan:
     """Decide how to run on ``device``.
 
     Args:
@@ -97,6 +100,8 @@ def device_plan(device="auto", amp: bool | None = None, *, as_cuda: bool | None 
             bf16 it is turned off (float16 would need loss scaling). Defaults to None.
         as_cuda: take the CUDA decisions (AMP, channels-last, ``non_blocking``); None: exactly when the
             device is CUDA. True on the CPU runs the GPU code path there, for tests. Defaults to None.
+        keep_freed_memory: on the CPU, keep freed memory for reuse (see the module docstring). Defaults
+            to False.
 
     Raises:
         ValueError: for an unknown or unavailable device.
@@ -109,7 +114,8 @@ def device_plan(device="auto", amp: bool | None = None, *, as_cuda: bool | None 
         log.warning("%s has no bf16: running in float32", torch.cuda.get_device_name(device))
         use_amp = False
     return DevicePlan(device=device, amp_dtype=torch.bfloat16 if use_amp else None, channels_last=decide,
-                      pin_memory=cuda, non_blocking=decide, cudnn_benchmark=cuda, retain_freed_memory=not cuda)
+                      pin_memory=cuda, non_blocking=decide, cudnn_benchmark=cuda,
+                      retain_freed_memory=keep_freed_memory and not cuda)
 
 
 _RETAINED = []

@@ -282,7 +282,7 @@ def _profile(model, sizes) -> tuple[list, list]:
 def memory_plan(model, device: torch.device, budget: int | None = None,
                 largest_tile: int | None = None) -> tuple[int, int]:
     """``(tile_cells, batch_size)`` from memory: the largest tile side (at most ``largest_tile`` cells) whose
-    activations fit in ``budget`` bytes, and as many such tiles per batch as fit.
+    activations fit in ``budget`` bytes, and on a GPU as many such tiles per batch as fit (1 on the CPU).
 
     ``largest_tile`` defaults to 64 on a GPU and 24 on the CPU, where larger tiles leave the caches and
     run slower per multiply-accumulate (``p4m_densenet``, CPU-ms per cell: 11.1 at 16, 8.0 at 24, 10.2 at
@@ -302,6 +302,8 @@ def memory_plan(model, device: torch.device, budget: int | None = None,
         budget = torch.cuda.mem_get_info(device)[0] // 2 if device.type == "cuda" else min(_available_memory() // 4, 4 << 30)
     pixels = budget / bytes_per_pixel
     tile_cells = int(max(1, min(largest_tile, (math.sqrt(pixels) - rf) // s + 1)))
+    if device.type != "cuda":
+        return tile_cells, 1  # one tile per pass: a CPU gains nothing from batching, and holds less
     tile_pixels = ((tile_cells - 1) * s + rf) ** 2
     return tile_cells, int(max(1, pixels // tile_pixels))
 
