@@ -68,22 +68,37 @@ def release(memmap: np.memmap) -> None:
 
 
 def write_label_tiff(path, labels: np.ndarray, mpp: float | None, tile: int = 256) -> Path:
-    """``labels (H, W) uint8`` as a tiled pyramidal TIFF: level 0, then halvings (nearest) down to one tile,
-    top-level pages as OpenSlide, tiffslide and QuPath open them; resolution tags give ``mpp`` microns per
-    pixel when known."""
+    """``labels (H, W) uint8`` (an array or an ``.npy`` memmap) as a tiled pyramidal TIFF: level 0, then
+    halvings (nearest) down to one tile, top-level pages as OpenSlide, tiffslide and QuPath open them;
+    resolution tags give ``mpp`` microns per pixel when known. Written tile by tile from ``labels``, so a
+    memmap is never loaded whole."""
     import tifffile
 
-    options = {"tile": (tile, tile), "photometric": "minisblack", "compression": "zlib"}
-    if mpp:
-        options.update(resolution=(1e4 / mpp, 1e4 / mpp), resolutionunit="CENTIMETER")
-    with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=labels.nbytes > 2**31) as tif:
-        tif.write(labels, description="equipath label mask (255 = not predicted)", **options)
-        level, scale = labels, 1
-        while max(level.shape) > tile:
-            level, scale = labels[::2 * scale, ::2 * scale], 2 * scale
+    H, W = labels.shape
+
+    def tiles(f: int):
+        h, w = -(-H // f), -(-W // f)
+        for y in range(0, h, tile):
+            for x in range(0, w, tile):
+                block = np.zeros((tile, tile), dtype=np.uint8)
+                part = labels[y * f:(y + tile) * f:f, x * f:(x + tile) * f:f]
+                block[:part.shape[0], :part.shape[1]] = part
+                yield block
+            if isinstance(labels, np.memmap):
+                release(labels)
+
+    options = {"tile": (tile, tile), "photometric": "minisblack", "compression": "zlib", "dtype": np.uint8}
+    with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=H * W > 2**31) as tif:
+        f = 1
+        while True:
             if mpp:
-                options.update(resolution=(1e4 / (mpp * scale), 1e4 / (mpp * scale)))
-            tif.write(np.ascontiguousarray(level), subfiletype=1, **options)
+                options.update(resolution=(1e4 / (mpp * f), 1e4 / (mpp * f)), resolutionunit="CENTIMETER")
+            shape = (-(-H // f), -(-W // f))
+            tif.write(tiles(f), shape=shape, subfiletype=1 if f > 1 else 0,
+                      description=None if f > 1 else "equipath label mask (255 = not predicted)", **options)
+            if max(shape) <= tile:
+                break
+            f *= 2
     return Path(path)
 
 
