@@ -261,8 +261,13 @@ def stability_figure(image: torch.Tensor, results: dict, synthetic: bool, title:
     for i, name in enumerate(names):
         ax = axes[i, 0]
         ax.imshow(rgb)
-        ax.contour(results[name][0].tissue.numpy().astype(float), levels=[0.5], colors="lime", linewidths=0.6)
-        ax.set_title(f"{name}\nregion (tissue outlined)", fontsize=8)
+        tissue = results[name][0].tissue.numpy()
+        framed = np.pad(tissue.astype(float), 1)  # so tissue that reaches the border is outlined there too
+        ax.contour(np.arange(-1, tissue.shape[1] + 1), np.arange(-1, tissue.shape[0] + 1), framed, levels=[0.5],
+                   colors="lime", linewidths=1.2)
+        ax.set_xlim(-1.5, tissue.shape[1] + 0.5)
+        ax.set_ylim(tissue.shape[0] + 0.5, -1.5)
+        ax.set_title(f"{name}\nregion, tissue {100 * tissue.mean():.0f}% (outlined)", fontsize=8)
         for j, r in enumerate(results[name]):
             what = (f"{r.count} rotations in [0, 90)" if r.transforms == "rotations"
                     else f"{r.count} {r.transforms} elements")

@@ -29,5 +29,8 @@ def run(args) -> int:
     config = DemoConfig(out_dir=args.out, seed=args.seed, device=args.device, progress=args.progress)
     result = run_demo(config.full() if args.full else config, report_only=args.report_only, resume=args.resume,
                       partial=args.partial)
-    print(f"SYNTHETIC-data demo finished in {result.timings['total']:.0f} s; report: {result.report_path}")
+    if args.report_only:
+        print(f"SYNTHETIC-data demo report rewritten from the {len(result.runs)} runs in {args.out}: {result.report_path}")
+    else:
+        print(f"SYNTHETIC-data demo finished in {result.timings['total']:.0f} s; report: {result.report_path}")
     return 0

@@ -141,7 +141,8 @@ def setup_section(run) -> Section:
         lines += [f"  - {arm}: " + ", ".join(
             f"`{label}` ({r.params:,} weights, {'+'.join(r.augment).upper() + ' augmentation' if r.augment else 'no augmentation'})"
             for label, r in seen.items())]
-    lines.append(f"- **Machine:** {platform.machine()}, {torch.get_num_threads()} threads, device `{run.device}`, "
+    threads = torch.get_num_threads()
+    lines.append(f"- **Machine:** {platform.machine()}, {threads} thread{'s' if threads > 1 else ''}, device `{run.device}`, "
                  f"torch {torch.__version__}, equipath {__version__}.")
     if run.planned and len(run.runs) < run.planned:
         lines.append(f"- **INCOMPLETE:** {len(run.runs)} of the {run.planned} planned runs finished (the experiment "

@@ -284,7 +284,7 @@ def _load_record(arm: str, folder: Path, train_config: dict) -> RunRecord | None
     if not path.is_file() or not (folder / "demo_records.npz").is_file():
         return None
     row = json.loads(path.read_text())
-    if row.get("train_config") != train_config:
+    if not _same_settings(row.get("train_config"), train_config):
         return None
     with np.load(folder / "demo_records.npz") as data:
         records = {k: data[k] for k in data.files}
@@ -292,6 +292,14 @@ def _load_record(arm: str, folder: Path, train_config: dict) -> RunRecord | None
     return RunRecord(arm, row["label"], row["model"], row["fraction"], row["seed"], row["params"],
                      tuple(row["augment"]), row["train_items"], row["train_seconds"], Path(row["checkpoint"]),
                      metrics, records)
+
+
+def _same_settings(saved, now) -> bool:
+    """Whether a saved training config agrees with the current one on every key both have (keys that a
+    later equipath added to the config are not in old records and are ignored)."""
+    if isinstance(saved, dict) and isinstance(now, dict):
+        return all(_same_settings(saved[k], now[k]) for k in saved.keys() & now.keys())
+    return saved == now
 
 
 def _train_config(arm: Arm, model_run: ModelRun, fraction: float, seed: int) -> dict:
@@ -336,6 +344,7 @@ def load_experiment(config: DemoConfig, partial: bool = False) -> DemoRun:
     run.timings = json.loads(timings.read_text()) if timings.is_file() else {}
     run.timings.pop("figures and report", None)
     run.timings.pop("total", None)
+    run.started -= sum(run.timings.values())  # the total counts the experiment's stages and this report
     return run
 
 
