@@ -136,3 +136,17 @@ def test_ocelot_points_written_and_read_back_score_mf1_one(tmp_path):
     assert scores["mf1"] == 1.0 and scores["f1_1"] == scores["f1_2"] == 1.0
     shifted = [np.column_stack([t[:, :2] + 20, t[:, 2:]]) for t in truths]  # 28 px from its own cell
     assert score_ocelot_submission(path, shifted)["mf1"] < 0.2
+
+
+def test_label_tiff_pyramid_levels_are_the_mask_halved(tmp_path):
+    from equipath.wsi.segment_outputs import write_label_tiff
+
+    labels = np.random.default_rng(0).integers(0, 3, (700, 530)).astype(np.uint8)
+    np.save(tmp_path / "labels.npy", labels)
+    write_label_tiff(tmp_path / "labels.tif", np.load(tmp_path / "labels.npy", mmap_mode="r"), mpp=0.5)
+    with tifffile.TiffFile(tmp_path / "labels.tif") as tif:
+        assert [p.shape for p in tif.pages] == [(700, 530), (350, 265), (175, 133)]
+        for k, page in enumerate(tif.pages):
+            assert np.array_equal(page.asarray(), labels[::2**k, ::2**k])
+            x_res = page.tags["XResolution"].value
+            assert x_res[0] / x_res[1] == pytest.approx(2e4 / 2**k)  # pixels per cm at 0.5 um/px, halved
