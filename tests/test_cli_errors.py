@@ -293,6 +293,15 @@ def test_segmentation_mask_values_outside_the_classes(capsys, tmp_path, out):
     _fails(capsys, _train(config, out), "i2.png: mask value 7 is not a class of the 2-class model (expected 0 to 1")
 
 
+def test_evaluate_refuses_mask_values_outside_the_classes(capsys, tmp_path):
+    root = _segmentation_root(tmp_path, 9)
+    model = create_model("unet", width=4, num_classes=2)
+    ckpt = save_checkpoint(tmp_path / "seg.pt", model, name="unet", kwargs={"width": 4, "num_classes": 2},
+                           normalization={"mean": [0.5] * 3, "std": [0.25] * 3}, task="segmentation")
+    _fails(capsys, ["evaluate", "--checkpoint", str(ckpt), "--data", str(root), "--split", "train",
+                    "--patch-size", "32", "--bootstrap", "0"], "i2.png: mask value 9 is not a class of the 2-class")
+
+
 def test_a_pcam_split_of_zero_patches(capsys, tmp_path, out):
     root = tmp_path / "pcam"
     root.mkdir()

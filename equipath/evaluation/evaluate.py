@@ -149,6 +149,8 @@ def evaluate_checkpoint(checkpoint, root, dataset: str | None = None, split: str
     data = open_dataset(dataset, root, split, patch_size or data_config.get("patch_size", 320),
                         data_config.get("cell_radius", 30), data_config.get("mask_suffix") or "",
                         bool(data_config.get("grey_to_rgb")))
+    if isinstance(data, SegmentationDataset):  # mask values outside the model's classes: now, in one line
+        data.check_classes(model.num_classes)
     log.info("evaluating %s (%s) on %d items of %s %s", checkpoint, state["model"]["name"], len(data), dataset, split)
     recorder = None
     if items_csv is not None or save_dir is not None:
