@@ -32,6 +32,7 @@ Example:
 
 """
 
+import glob
 import logging
 import os
 import time
@@ -173,7 +174,7 @@ def _run_rank(mine, names, out_root, job, workers, rank, world_size, resume, pro
     outcomes, todo = [], []
     for slide in mine:
         final = out_root / names[slide]
-        for stale in out_root.glob(f".{final.name}.partial-*"):
+        for stale in out_root.glob(f".{glob.escape(final.name)}.partial-*"):
             remove(stale, out_root)
         if resume and is_done(final):
             outcomes.append(SlideOutcome(str(slide), str(final), "skipped"))
