@@ -48,6 +48,7 @@ def test_init_from_starts_from_the_checkpoint_weights(pcam_root, tmp_path):
     conv = next(k for k, v in weights.items() if v.dim() == 4)
     assert torch.allclose(weights[conv], torch.full_like(weights[conv], 0.0125), atol=1e-6)
     assert load_checkpoint(result.last)["config"]["init_from"] == str(path)
+    assert load_checkpoint(result.last)["normalization"] == {"mean": [0.5] * 3, "std": [0.25] * 3}
 
 
 def test_init_from_a_checkpoint_of_another_shape_fails_in_one_line(pcam_root, tmp_path):

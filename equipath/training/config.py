@@ -186,8 +186,9 @@ class TrainConfig:
         out_dir: output folder (checkpoints, metrics.csv, config.yaml). Defaults to ``runs/train``.
         resume: continue the run in ``out_dir`` when its ``last.pt`` exists; with False an existing run
             there is an error. Defaults to True.
-        init_from: a checkpoint whose weights start the run (fine-tuning, seed 000 section 3.3); ignored when
-            the run resumes from its own ``last.pt``. Defaults to None (random initialisation).
+        init_from: a checkpoint whose weights start the run (fine-tuning, seed 000 section 3.3), and whose
+            normalisation it keeps unless ``normalization_mean`` / ``_std`` are given; ignored when the run
+            resumes from its own ``last.pt``. Defaults to None (random initialisation).
         progress: show progress bars. Defaults to True.
     """
 

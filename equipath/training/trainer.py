@@ -99,15 +99,6 @@ def _resume_state(config: TrainConfig, out_dir: Path) -> dict | None:
     return state
 
 
-def _initialise(model, path) -> None:
-    """Fine-tuning: ``model`` takes the weights of the checkpoint at ``path`` (read with weights_only);
-    ``ValueError`` in one line naming the first tensor that does not fit."""
-    state = load_checkpoint(path)
-    check_weights(model, state["state_dict"], path)
-    model.load_state_dict(state["state_dict"])
-    log.info("initialised %s from %s", type(model).__name__, path)
-
-
 class _Run:
     def __init__(self, config: TrainConfig, world: World):
         self.config, self.world = config, world
@@ -123,8 +114,12 @@ class _Run:
         loss = config.loss or ("bce" if self.task == "classification" else
                                "heatmap_mse" if config.data.cell_target == "gaussian" else "ce")
         self.loss_fn = build_loss(loss, config.dice_weight, config.ce_weight)
+        initial = load_checkpoint(config.init_from) if self.resume is None and config.init_from else None
         if self.resume is not None:
             self.normalization = self.resume["normalization"]
+        elif initial is not None and initial.get("normalization") and config.normalization_mean is None \
+                and config.normalization_std is None:  # fine-tuning: the inputs the weights learnt on
+            self.normalization = initial["normalization"]
         elif config.normalization_mean is not None and config.normalization_std is not None:
             self.normalization = {"mean": list(config.normalization_mean), "std": list(config.normalization_std)}
         else:
@@ -138,8 +133,10 @@ class _Run:
             self.model.load_state_dict(self.resume["state_dict"])
             self.history, self.start_epoch = list(self.resume["history"]), self.resume["epoch"]
             self.best_loss, self.best_epoch = self.resume["best_val_loss"], self.resume["best_epoch"]
-        elif config.init_from is not None:
-            _initialise(self.model, config.init_from)
+        elif initial is not None:
+            check_weights(self.model, initial["state_dict"], config.init_from)
+            self.model.load_state_dict(initial["state_dict"])
+            log.info("fine-tuning: weights and normalisation from %s", config.init_from)
         self.plan.apply(self.model)
         # the model as load_model gives it back: the normalisation in front (self.model is what is saved)
         self.normalized = Normalized(self.model, self.normalization["mean"], self.normalization["std"]).to(device)
