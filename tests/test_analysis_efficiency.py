@@ -49,7 +49,7 @@ def test_runs_collect_metrics_and_resume(tmp_path):
                           fractions=(1.0, 0.5), seeds=(0, 1))
     rows = run_efficiency(plan, progress=False)
     assert [(r["fraction"], r["seed"]) for r in rows] == [(1.0, 0), (1.0, 1), (0.5, 0), (0.5, 1)]
-    # the regimes: 128 synthetic patches on two pseudo-slides of 64; half keeps one whole slide
+    # the regimes: 128 synthetic patches on four pseudo-slides of 32; half keeps two whole slides
     assert [r["train_items"] for r in rows] == [128, 128, 64, 64]
     assert all(r["synthetic"] and r["test_items"] == 8 for r in rows)
     # each row is the evaluation of its run's best checkpoint on the test split
