@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from equipath.atomic import atomic_path
+from equipath.atomic import write_json
 from equipath.evaluation.cells import cell_detection_f1
 
 __all__ = ["write_ocelot_submission", "read_ocelot_submission", "score_ocelot_submission"]
@@ -41,9 +41,7 @@ def write_ocelot_submission(path, images: list[np.ndarray]) -> Path:
             points.append({"name": f"image_{k}", "point": [float(x), float(y), int(c)], "probability": float(p)})
     data = {"type": "Multiple points", "num_images": len(images), "points": points,
             "version": {"major": 1, "minor": 0}}
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data) + "\n")
-    return Path(path)
+    return write_json(path, data, indent=None)
 
 
 def read_ocelot_submission(path) -> list[np.ndarray]:
