@@ -150,3 +150,30 @@ def test_label_tiff_pyramid_levels_are_the_mask_halved(tmp_path):
             assert np.array_equal(page.asarray(), labels[::2**k, ::2**k])
             x_res = page.tags["XResolution"].value
             assert x_res[0] / x_res[1] == pytest.approx(2e4 / 2**k)  # pixels per cm at 0.5 um/px, halved
+
+
+def test_evaluate_scores_an_ocelot_submission_file_and_a_predict_folder(tmp_path, capsys):
+    from equipath.data.ocelot import OcelotDataset
+    from equipath.data.synthetic_sets import write_synthetic_ocelot
+
+    root = write_synthetic_ocelot(tmp_path / "ocelot", 3, 64, progress=False)
+    data = OcelotDataset(root, "test")
+    truths = [np.column_stack(read_cell_csv(data._paths(i)["cells"])) for i in data.ids]
+    cells = [np.column_stack([t, np.full(len(t), 0.9)]) for t in truths]
+    write_ocelot_submission(tmp_path / "all.json", cells)
+    for sample_id, c in zip(data.ids, cells):          # the layout 'equipath predict' writes, one folder per image
+        write_ocelot_submission(tmp_path / "pred" / sample_id / "cells.json", [c])
+    for source in ("all.json", "pred"):
+        out = tmp_path / f"eval_{source}.json"
+        assert main(["evaluate", "--submission", str(tmp_path / source), "--data", str(root), "--out", str(out)]) == 0
+        assert json.loads(out.read_text())["metrics"]["mf1"] == 1.0
+    # one image's cells moved 20 px (outside 15 px): its cells stop matching, the score falls
+    write_ocelot_submission(tmp_path / "pred" / data.ids[0] / "cells.json",
+                            [np.column_stack([cells[0][:, :2] + 20, cells[0][:, 2:]])])
+    assert main(["evaluate", "--submission", str(tmp_path / "pred"), "--data", str(root),
+                 "--out", str(tmp_path / "shifted.json")]) == 0
+    assert json.loads((tmp_path / "shifted.json").read_text())["metrics"]["mf1"] < 1.0
+    capsys.readouterr()
+    assert main(["evaluate", "--submission", str(tmp_path / "nothing"), "--data", str(root)]) == 2
+    assert main(["evaluate", "--data", str(root)]) == 2
+    assert "--checkpoint" in capsys.readouterr().err

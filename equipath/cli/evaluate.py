@@ -1,7 +1,10 @@
 """``equipath evaluate --checkpoint C --data ROOT``: every metric of the checkpoint's task on a data set,
 with 95 % bootstrap intervals, printed as a table and written as JSON; each image's own scores as CSV
 beside it (``eval_test_items.csv``), and with ``--save-predictions`` the predictions: predicted masks and
-ground-truth-vs-prediction overlays for segmentation, per-patch probabilities for a classifier."""
+ground-truth-vs-prediction overlays for segmentation, per-patch probabilities for a classifier.
+
+``equipath evaluate --submission CELLS --data OCELOT_ROOT``: the OCELOT 2023 mF1 (15 px) of cell detections,
+from a submission file or from the folder ``equipath predict`` wrote for the split's cell images."""
 
 import math
 from pathlib import Path
@@ -10,12 +13,15 @@ from equipath.atomic import write_json
 from equipath.checkpoint import check_writable
 from equipath.cli import _options
 from equipath.evaluation import EVAL_DATASETS, evaluate_checkpoint
+from equipath.evaluation.ocelot_submission import score_against_ocelot
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("evaluate", help="evaluate a checkpoint: metrics with bootstrap intervals",
                                    description=__doc__)
-    parser.add_argument("--checkpoint", required=True, help="a checkpoint written by equipath train (best.pt)")
+    parser.add_argument("--checkpoint", help="a checkpoint written by equipath train (best.pt)")
+    parser.add_argument("--submission", help="instead of a checkpoint: score OCELOT cell detections against --data "
+                                            "(a 'Multiple points' JSON, or an 'equipath predict' output folder)")
     parser.add_argument("--data", required=True, help="the data folder (PCam h5 files, image/mask folders, OCELOT)")
     parser.add_argument("--dataset", choices=EVAL_DATASETS,
                         help="format of --data; defaults to what the checkpoint's model was trained on")
@@ -48,7 +54,25 @@ def format_table(result: dict) -> str:
     return "\n".join([title, *lines])
 
 
+def _score_submission(args) -> int:
+    if args.dataset not in (None, "ocelot"):
+        raise ValueError(f"--submission scores OCELOT cell detections; --dataset {args.dataset} has none")
+    out = Path(args.out) if args.out else Path(args.submission).with_name(f"eval_{args.split}.json")
+    check_writable(out.parent)
+    scores = score_against_ocelot(args.submission, args.data, args.split)
+    write_json(out, {"submission": str(args.submission), "data": str(args.data), "split": args.split,
+                     "metrics": scores})
+    for name, value in scores.items():
+        print(f"{name:<16}{value:.4f}")
+    print(f"results: {out}")
+    return 0
+
+
 def run(args) -> int:
+    if (args.checkpoint is None) == (args.submission is None):
+        raise ValueError("give exactly one of --checkpoint (evaluate a model) and --submission (score OCELOT cells)")
+    if args.submission is not None:
+        return _score_submission(args)
     if args.bootstrap < 0 or args.batch_size < 1 or args.workers < 0:
         raise ValueError("--bootstrap and --workers must be >= 0 and --batch-size >= 1")
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval_{args.split}.json"

@@ -22,6 +22,7 @@ Example:
 """
 
 import json
+from glob import escape as glob_escape
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ import numpy as np
 from equipath.atomic import write_json
 from equipath.evaluation.cells import cell_detection_f1
 
-__all__ = ["write_ocelot_submission", "read_ocelot_submission", "score_ocelot_submission"]
+__all__ = ["write_ocelot_submission", "read_ocelot_submission", "score_ocelot_submission", "score_against_ocelot"]
 
 
 def write_ocelot_submission(path, images: list[np.ndarray]) -> Path:
@@ -77,3 +78,43 @@ def score_ocelot_submission(path, ground_truth: list[np.ndarray], radius: float 
         raise ValueError(f"OCELOT submission {path} has {len(preds)} images, the ground truth {len(ground_truth)}")
     return cell_detection_f1(preds, [np.asarray(g, dtype=np.float64).reshape(-1, 3) for g in ground_truth],
                              radius=radius, ties=ties)
+
+
+def _prediction_of(folder: Path, sample_id: str) -> np.ndarray:
+    """The cells ``equipath predict`` wrote for image ``sample_id`` under ``folder`` (its per-image
+    sub-folder: the image's stem, or that stem made safe with a hash suffix)."""
+    candidates = [folder / sample_id / "cells.json", *sorted(folder.glob(f"{glob_escape(sample_id)}-*/cells.json"))]
+    for path in candidates:
+        if path.is_file():
+            cells = read_ocelot_submission(path)
+            if len(cells) != 1:
+                raise ValueError(f"{path}: expected the cells of one image, found {len(cells)} images")
+            return cells[0]
+    raise FileNotFoundError(f"{folder}: no {sample_id}/cells.json for OCELOT image {sample_id!r} "
+                            "(run 'equipath predict' on the split's cell images into this folder)")
+
+
+def score_against_ocelot(path, root, split: str = "test", radius: float = 15.0,
+                         ties: str = "official") -> dict[str, float]:
+    """mF1 of predicted cells against an OCELOT 2023 folder's ground truth for ``split``.
+
+    Args:
+        path: a "Multiple points" submission file whose ``image_k`` is the ``k``-th image of the split in
+            order of sample id, or an ``equipath predict`` output folder holding ``{sample_id}/cells.json``.
+        root: the OCELOT folder (``metadata.json``, ``images/``, ``annotations/``).
+
+    Raises:
+        FileNotFoundError / ValueError: naming the file or folder and what is missing.
+    """
+    from equipath.data.ocelot import OcelotDataset, read_cell_csv
+
+    data = OcelotDataset(root, split)
+    truth = []
+    for sample_id in data.ids:
+        points, classes = read_cell_csv(data._paths(sample_id)["cells"])
+        truth.append(np.column_stack([points, classes]))
+    path = Path(path)
+    if path.is_dir():
+        preds = [_prediction_of(path, sample_id) for sample_id in data.ids]
+        return cell_detection_f1(preds, truth, radius=radius, ties=ties)
+    return score_ocelot_submission(path, truth, radius=radius, ties=ties)
