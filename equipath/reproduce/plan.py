@@ -18,7 +18,7 @@ a ``--synthetic`` run is labelled SYNTHETIC in both files.
 Example:
     >>> from equipath.reproduce import TABLES
     >>> sorted(TABLES)
-    ['breakhis', 'camelyon16-table2', 'gerunet-table1', 'gunet-dice', 'ocelot-mf1', 'pcam-table1']
+    ['breakhis', 'camelyon16-table2', 'cells', 'gerunet-table1', 'gunet-dice', 'ocelot-mf1', 'pcam-table1']
 """
 
 import csv
