@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from skimage.color import lab2rgb, rgb2lab
 
-__all__ = ["BlankImageError", "MacenkoNormalizer", "ReinhardNormalizer", "StainTransform", "fit_stain_normalizer", "stain_from_state",
-           "stain_from_checkpoint", "STAIN_METHODS"]
+__all__ = ["BlankImageError", "MacenkoNormalizer", "ReinhardNormalizer", "StainTransform", "fit_stain_normalizer",
+           "stain_from_state", "stain_from_checkpoint", "STAIN_METHODS"]
 
 _EPS = 1.0 / 255.0
 

@@ -260,8 +260,7 @@ def _score(folders, context):
             pick = rng.integers(0, len(c), len(c))
             sample.append((c[pick], p[pick]))
         draws.append(_accuracies(sample))
-    intervals = {k: (float(np.percentile([d[k] for d in draws], 2.5)), float(np.percentile([d[k] for d in draws], 97.5)))
-                 for k in values}
+    intervals = {k: tuple(float(v) for v in np.percentile([d[k] for d in draws], [2.5, 97.5])) for k in values}
     return values, intervals
 
 
