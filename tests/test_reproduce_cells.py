@@ -40,3 +40,4 @@ def test_cells_plan_runs_tiny_synthetic(tmp_path, monkeypatch):
         assert scores["n_test"] == 20 and scores["n_train"] + scores["n_val"] == 20  # 2 folds of 40
         assert 0 <= scores["metrics"]["f1_mean"] <= 1 and scores["metrics"]["kl_rotation"] >= 0
     assert float(lines[0]["ssim_seed_sd"]) >= 0  # the SD over the two VAE folds
+    assert "Intervals: none." in (tmp_path / "out" / "table.md").read_text()

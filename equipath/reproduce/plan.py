@@ -218,8 +218,10 @@ def render_markdown(table: Table, rows: list[dict], context: Context, seconds: f
                   "(`--synthetic`); it checks that the plan runs end to end and says nothing about the paper's "
                   "claims. The paper's numbers are quoted for the layout only.", ""]
     data = "synthetic generator (equipath.data.synthetic)" if context.synthetic else str(context.data_root)
+    has_ci = any(not math.isnan(r[f"{key}_ci"][0]) for r in rows for key, _, _ in table.metrics)
+    intervals = f"percentile bootstrap, {context.n_bootstrap} resamples of the test items" if has_ci else "none"
     lines += [f"Data: {data}. Wall time: {seconds:.0f} s. Seeds per cell: {rows[0]['seeds'] if rows else 0}. "
-              f"Intervals: percentile bootstrap, {context.n_bootstrap} resamples of the test items.", ""]
+              f"Intervals: {intervals}.", ""]
     head = ["row", "column"]
     for key, name, _ in table.metrics:
         head += [f"{name} ({label})", f"{name} 95% CI", f"{name} seed SD", f"{name} (paper)"]
