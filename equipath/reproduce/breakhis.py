@@ -187,17 +187,14 @@ def _write_crops(folder: Path, dataset: BreakHisDataset, train_idx, fold: int, p
     parts = {"valid": train_idx[np.isin(patients, held)], "train": train_idx[~np.isin(patients, held)]}
     attrs = {"synthetic": bool(synthetic), "description": "random crops of BreakHis training images"}
     for split, indices in parts.items():
-        images, ys = [], []
-        for index in indices:
-            image, label = dataset[int(index)]
-            array = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-            h, w = array.shape[:2]
-            for _ in range(per_image):
-                y, x = rng.integers(0, h - CROP + 1), rng.integers(0, w - CROP + 1)
-                images.append(array[y:y + CROP, x:x + CROP])
-                ys.append(int(label))
-        with PCamWriter(folder, split, len(images), attrs) as writer:
-            writer.write(0, np.stack(images), np.array(ys))
+        with PCamWriter(folder, split, len(indices) * per_image, attrs) as writer:  # one image's crops at a time
+            for k, index in enumerate(indices):
+                image, label = dataset[int(index)]
+                array = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+                h, w = array.shape[:2]
+                ys, xs = rng.integers(0, h - CROP + 1, per_image), rng.integers(0, w - CROP + 1, per_image)
+                crops = np.stack([array[y:y + CROP, x:x + CROP] for y, x in zip(ys, xs)])
+                writer.write(k * per_image, crops, np.full(per_image, int(label)))
 
 
 def _run(cell: Cell, folder, context) -> None:
