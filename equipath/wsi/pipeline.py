@@ -201,7 +201,8 @@ def predict_slide(source, out_dir, model, checkpoint: dict, options: PredictOpti
         "synthetic": synthetic,
         "tissue_cells": int(cells.sum()),
         "tissue_megapixels": tissue_px / 1e6,
-        "max_probability": float(np.nanmax(prob)) if cells.any() else 0.0,
+        "max_probability": (float(np.nanmax(prob)) if np.isfinite(prob).any()   # null: no finite probability
+                            else None if cells.any() else 0.0),
         "detections": int(len(detections)),
         "seconds": {"tissue": t_tissue - start, "inference": t_infer - t_tissue, "total": elapsed},
         "tissue_megapixels_per_second": tissue_px / 1e6 / max(t_infer - t_tissue, 1e-9),
@@ -209,8 +210,9 @@ def predict_slide(source, out_dir, model, checkpoint: dict, options: PredictOpti
         "warnings": warnings,
     }
     write_json(out_dir / "slide.json", summary)
-    log.info("%s: %d tissue cells, %d detections, max probability %.3f, %.1f s", summary["slide"],
-             summary["tissue_cells"], summary["detections"], summary["max_probability"], elapsed)
+    top = summary["max_probability"]
+    log.info("%s: %d tissue cells, %d detections, max probability %s, %.1f s", summary["slide"],
+             summary["tissue_cells"], summary["detections"], "none" if top is None else f"{top:.3f}", elapsed)
     return summary
 
 
