@@ -46,7 +46,7 @@ def add_arguments(p, what: str = "images, slides") -> None:
     seg.add_argument("--min-distance", type=int, default=8, help="cells: least distance in pixels (default 8)")
     seg.add_argument("--cell-threshold", type=float, default=0.5, help="cells: least probability (default 0.5)")
     cls = p.add_argument_group("patch classifiers")
-    cls.add_argument("--tile-cells", type=int, default=16, help="output cells per tile side (default 16)")
+    cls.add_argument("--tile-cells", type=int, help="largest tile side in output cells (default: from memory)")
     cls.add_argument("--tta", action="store_true", help="average over the 8 D4 transforms of every tile (8x cost)")
     cls.add_argument("--threshold", type=float, default=0.5, help="probability of GeoJSON regions (default 0.5)")
     cls.add_argument("--nms-window", type=int, default=5, help="square NMS window in cells (default 5)")
@@ -125,7 +125,7 @@ def run_classifier(args, command: str = "predict-slide") -> int:
         slide_mpp=args.slide_mpp, backend=args.backend,
         tissue=TissueOptions(method=args.tissue_method, saturation=args.saturation, value=args.value,
                              mpp=args.tissue_mpp),
-        tile_cells=args.tile_cells, batch_size=2 if args.batch_size is None else args.batch_size,
+        tile_cells=args.tile_cells, batch_size=args.batch_size,
         device=None if args.device == "auto" else args.device, amp=args.amp, tta=args.tta,
         threshold=args.threshold, nms_window=args.nms_window, nms_threshold=args.nms_threshold,
         cmap=args.cmap, alpha=args.alpha, progress=args.progress)

@@ -63,8 +63,9 @@ class PredictOptions:
         backend: slide backend (``auto``, ``openslide``, ``tiffslide``, ``image``). Defaults to ``auto``.
         tissue: tissue detection options. Defaults to ``TissueOptions()``.
         tile_cells, batch_size, device, amp, tta, read_workers: as in
-            :func:`~equipath.wsi.inference.predict_dense`. Defaults to 16, 2, None, None, False, 2; device None
-            is :func:`default_device` (one GPU per ``torchrun`` rank).
+            :func:`~equipath.wsi.inference.predict_dense`. Defaults to None, None, None, None, False, None:
+            tile size and batch from memory, one reader thread per core; device None is
+            :func:`default_device` (one GPU per ``torchrun`` rank).
         threshold: probability of GeoJSON regions. Defaults to 0.5.
         nms_window: square NMS window in cells. Defaults to 5.
         nms_threshold: lowest probability of a detection. Defaults to 0.5.
@@ -79,12 +80,12 @@ class PredictOptions:
     slide_mpp: float | None = None
     backend: str = "auto"
     tissue: TissueOptions = field(default_factory=TissueOptions)
-    tile_cells: int = 16
-    batch_size: int = 2
+    tile_cells: int | None = None
+    batch_size: int | None = None
     device: str | None = None
     amp: bool | None = None
     tta: bool = False
-    read_workers: int = 2
+    read_workers: int | None = None
     threshold: float = 0.5
     nms_window: int = 5
     nms_threshold: float = 0.5
@@ -97,7 +98,8 @@ class PredictOptions:
         """Every value checked before any slide is read: ``ValueError`` naming the option (its CLI flag)."""
         for name, low, high in (("tile_cells", 1, 4096), ("batch_size", 1, 4096), ("read_workers", 0, 256),
                                 ("nms_window", 1, 100_000), ("thumbnail_size", 16, 65_536)):
-            _check_number(name, getattr(self, name), low, high, integer=True)
+            if getattr(self, name) is not None or name in ("nms_window", "thumbnail_size"):
+                _check_number(name, getattr(self, name), low, high, integer=True)
         if self.level is not None:
             _check_number("level", self.level, 0, 64, integer=True)
         for name in ("mpp", "slide_mpp"):
@@ -277,8 +279,8 @@ class PredictJob:
 
     Example:
         >>> job = PredictJob("model.pt", PredictOptions(mpp=0.972, tta=True))
-        >>> job.options.tile_cells  # run_slides(find_slides(["slides/"]), "out", job) runs it on every slide
-        16
+        >>> job.options.tta  # run_slides(find_slides(["slides/"]), "out", job) runs it on every slide
+        True
     """
 
     checkpoint: str
