@@ -182,3 +182,17 @@ def test_camelyon16_layout_is_read_with_annotations_of_any_case(tmp_path):
     (tmp_path / "training/lesion_annotations/tumor_001.xml").unlink()
     with pytest.raises(FileNotFoundError, match="missing .*tumor_001.xml"):
         find_camelyon16(tmp_path)
+
+
+@pytest.mark.slow
+def test_the_fastest_table_runs_end_to_end_from_the_command_line(tmp_path, capsys):
+    """CI runs one whole table as a user would: ``equipath reproduce ocelot-mf1 --synthetic`` (about 10 s)."""
+    from equipath.cli import main
+
+    assert main(["reproduce", "ocelot-mf1", "--synthetic", "--out", str(tmp_path / "t"), "--no-progress"]) == 0
+    table = (tmp_path / "t" / "table.md").read_text()
+    assert "SYNTHETIC" in table and "C4 isotropic U-Net" in table and "U-Net (baseline)" in table
+    rows = (tmp_path / "t" / "table.csv").read_text().splitlines()
+    assert len(rows) == 3  # header + the two rows of seed 002's comparison
+    assert main(["reproduce", "ocelot-mf1", "--synthetic", "--out", str(tmp_path / "t"), "--no-progress"]) == 0
+    assert (tmp_path / "t" / "table.md").read_text().split("Wall time")[0] == table.split("Wall time")[0]
