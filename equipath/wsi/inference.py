@@ -58,7 +58,7 @@ from equipath.training.device import DevicePlan, device_plan
 from equipath.wsi.reader import SlideView
 from equipath.wsi.tissue import TissueOptions, tissue_mask
 
-__all__ = ["Grid", "tissue_cells", "TileCost", "plan_tiles", "memory_plan", "predict_dense", "predict_patches",
+__all__ = ["Grid", "tissue_cells", "TileCost", "plan_tiles", "memory_plan", "read_ahead", "predict_dense", "predict_patches",
            "check_dense_model"]
 
 log = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ def _plan_for(device, amp: bool | None) -> DevicePlan:
     return device if isinstance(device, DevicePlan) else device_plan("auto" if device is None else device, amp)
 
 
-def _prefetched(jobs, read, workers: int, depth: int):
+def read_ahead(jobs, read, workers: int, depth: int):
     """Yield ``(job, read(job))`` in order, with up to ``depth`` reads running ahead in ``workers`` threads."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending = deque()
@@ -474,7 +474,7 @@ def predict_dense(model, view: SlideView, grid: Grid, cells: np.ndarray | None =
                          for i, j, _, _ in batch])
 
     bar = tqdm(total=len(tiles), desc="tiles", unit="tile", disable=not progress)
-    for (_, batch), pixels in _prefetched(batches, read, read_workers, depth=read_workers + 1):
+    for (_, batch), pixels in read_ahead(batches, read, read_workers, depth=read_workers + 1):
         p = runner.probabilities(predictor, pixels)  # (B, h, w)
         for (i, j, h, w), tile in zip(batch, p):
             h, w = min(h, grid.shape[0] - i), min(w, grid.shape[1] - j)

@@ -51,7 +51,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from equipath.training.device import device_plan
-from equipath.wsi.inference import _prefetched
+from equipath.wsi.inference import read_ahead
 from equipath.wsi.reader import SlideView
 from equipath.wsi.segment_outputs import release
 from equipath.wsi.tissue import TissueOptions, tissue_mask
@@ -295,7 +295,7 @@ def segment_view(model, view: SlideView, *, tile: int = 512, margin: int | None 
                                    plan.cols.window, plan.rows.window) for i, j in batch])
 
     bar = tqdm(total=len(tiles), desc="tiles", unit="tile", disable=not progress)
-    for batch, pixels in _prefetched(batches, read, read_workers, depth=read_workers + 1):
+    for batch, pixels in read_ahead(batches, read, read_workers, depth=read_workers + 1):
         x = run.inputs(torch.from_numpy(pixels)).permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, S, S)
         with run.autocast():
             y = model(x).float()  # (B, C, S, S)
