@@ -58,8 +58,8 @@ from equipath.training.device import DevicePlan, device_plan
 from equipath.wsi.reader import SlideView
 from equipath.wsi.tissue import TissueOptions, tissue_mask
 
-__all__ = ["Grid", "tissue_cells", "TileCost", "plan_tiles", "memory_plan", "read_ahead", "predict_dense", "predict_patches",
-           "check_dense_model"]
+__all__ = ["Grid", "tissue_cells", "TileCost", "plan_tiles", "memory_plan", "read_ahead", "predict_dense",
+           "predict_patches", "check_dense_model"]
 
 log = logging.getLogger(__name__)
 
