@@ -33,3 +33,22 @@ def test_synth_bad_input(tmp_path, capsys):
     assert main(["synth", "pcam", "--out", str(blocker / "out"), "--n", "2", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("equipath synth: error:")
+
+
+def test_synth_difficulty_and_label_noise_reach_the_data(tmp_path, capsys):
+    import numpy as np
+
+    for name, extra in (("easy", ["--difficulty", "0"]), ("hard", []), ("noisy", ["--label-noise", "0.4"])):
+        assert main(["synth", "pcam", "--out", str(tmp_path / name), "--n", "8", "--no-progress", *extra]) == 0
+    x = {n: np.stack([np.asarray(PCamDataset(tmp_path / n, "train")[i][0]) for i in range(8)])
+         for n in ("easy", "hard", "noisy")}
+    y = {n: [int(PCamDataset(tmp_path / n, split)[i][1]) for split in ("train", "test") for i in range(8)]
+         for n in ("hard", "noisy")}
+    assert not np.array_equal(x["easy"], x["hard"])           # the default is the documented hard setting
+    assert np.array_equal(x["hard"], x["noisy"])              # label noise changes labels, not images
+    assert y["hard"][:8] != y["noisy"][:8] and y["hard"][8:] == y["noisy"][8:]  # train only; test stays clean
+    for bad in (["--difficulty", "1.5"], ["--difficulty", "nan"], ["--label-noise", "-0.1"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["synth", "pcam", "--out", str(tmp_path / "bad"), "--n", "2", *bad])
+        assert exit_info.value.code == 2
+    assert "expected a number in [0, 1]" in capsys.readouterr().err

@@ -7,9 +7,29 @@
     equipath synth preview --out OUT.png              16 patches of each label, to look at
 """
 
+import argparse
+
 from equipath.cli._options import add_out, add_progress, add_seed, add_workers, positive_int as _positive
 from equipath.data import write_preview, write_synthetic_pcam, write_synthetic_tiles
+from equipath.data.synthetic import DEFAULT_DIFFICULTY
 from equipath.data.synthetic_sets import write_synthetic_ocelot
+
+
+def _unit(text: str) -> float:
+    """A number in [0, 1] (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def _add_difficulty(parser) -> None:
+    parser.add_argument("--difficulty", type=_unit, default=DEFAULT_DIFFICULTY,
+                        help=f"0 = clear tumour cues, 1 = subtle, overlapping (default: {DEFAULT_DIFFICULTY:g}; "
+                             "see docs/data.md)")
 
 
 def register(subparsers) -> None:
@@ -30,7 +50,10 @@ def register(subparsers) -> None:
                           help=f"patches in the {split} split (default: --n)")
     add_seed(pcam, help="generator seed (default: 0)")
     add_workers(pcam, help="parallel processes (default: 0, this one)")
+    pcam.add_argument("--label-noise", type=_unit, default=0.0,
+                      help="probability of a flipped training label, below 0.5 (default: 0; valid and test stay clean)")
     add_progress(pcam)
+    _add_difficulty(pcam)
     pcam.set_defaults(func=_run_pcam)
 
     tiles = sub.add_parser("tiles", help="segmentation tiles with tumour masks (PNG folders + pairs.csv)")
@@ -42,6 +65,7 @@ def register(subparsers) -> None:
                        help="which random stream (default: train)")
     add_seed(tiles, help="generator seed (default: 0)")
     add_progress(tiles)
+    _add_difficulty(tiles)
     tiles.set_defaults(func=_run_tiles)
 
     seg = sub.add_parser("segmentation", help="the segmentation training layout: {train,valid}/{images,masks}/",
@@ -53,6 +77,7 @@ def register(subparsers) -> None:
     seg.add_argument("--size", type=_positive, default=64, help="tile side (default: 64)")
     add_seed(seg, help="generator seed (default: 0)")
     add_progress(seg)
+    _add_difficulty(seg)
     seg.set_defaults(func=_run_segmentation)
 
     ocelot = sub.add_parser("ocelot", help="a tiny set in the OCELOT 2023 layout",
@@ -64,6 +89,7 @@ def register(subparsers) -> None:
     ocelot.add_argument("--size", type=_positive, default=256, help="image side (default: 256; OCELOT's is 1024)")
     add_seed(ocelot, help="generator seed (default: 0)")
     add_progress(ocelot)
+    _add_difficulty(ocelot)
     ocelot.set_defaults(func=_run_ocelot)
 
     preview = sub.add_parser("preview", help="a picture of synthetic patches of each label",
@@ -72,13 +98,14 @@ def register(subparsers) -> None:
     add_out(preview, required=True, help="image file to write (.png, .pdf, ...)")
     preview.add_argument("--n", type=_positive, default=16, help="patches per label (default: 16)")
     add_seed(preview, help="generator seed (default: 0)")
+    _add_difficulty(preview)
     preview.set_defaults(func=_run_preview)
 
 
 def _run_pcam(args) -> int:
     counts = {s: getattr(args, f"n_{s}") or args.n for s in ("train", "valid", "test")}
     paths = write_synthetic_pcam(args.out, counts, seed=args.seed, progress=args.progress,
-                                 workers=args.workers)
+                                 workers=args.workers, difficulty=args.difficulty, label_noise=args.label_noise)
     for split, (x, _) in paths.items():
         print(f"{split}: {counts[split]} SYNTHETIC patches -> {x.parent}")
     return 0
@@ -89,7 +116,7 @@ def _run_tiles(args) -> int:
         raise ValueError(f"--size takes one or two values, got {len(args.size)}")
     size = (args.size[0], args.size[-1])
     csv_path = write_synthetic_tiles(args.out, args.n, size, seed=args.seed, split=args.split,
-                                     progress=args.progress)
+                                     progress=args.progress, difficulty=args.difficulty)
     print(f"{args.n} SYNTHETIC tiles of {size[0]}x{size[1]} -> {csv_path}")
     return 0
 
@@ -97,18 +124,19 @@ def _run_tiles(args) -> int:
 def _run_segmentation(args) -> int:
     for split, n in (("train", args.n), ("valid", args.n_valid)):
         write_synthetic_tiles(f"{args.out}/{split}", n, (args.size, args.size), seed=args.seed, split=split,
-                              progress=args.progress)
+                              progress=args.progress, difficulty=args.difficulty)
     print(f"{args.n} + {args.n_valid} SYNTHETIC tiles -> {args.out}/{{train,valid}}/{{images,masks}}")
     return 0
 
 
 def _run_ocelot(args) -> int:
-    root = write_synthetic_ocelot(args.out, args.n, args.size, seed=args.seed, progress=args.progress)
+    root = write_synthetic_ocelot(args.out, args.n, args.size, seed=args.seed, progress=args.progress,
+                                  difficulty=args.difficulty)
     print(f"{args.n} SYNTHETIC samples per split (train, val, test) in the OCELOT layout -> {root}")
     return 0
 
 
 def _run_preview(args) -> int:
-    path = write_preview(args.out, n_per_class=args.n, seed=args.seed)
+    path = write_preview(args.out, n_per_class=args.n, seed=args.seed, difficulty=args.difficulty)
     print(f"SYNTHETIC preview -> {path}")
     return 0
