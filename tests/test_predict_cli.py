@@ -177,3 +177,26 @@ def test_evaluate_scores_an_ocelot_submission_file_and_a_predict_folder(tmp_path
     assert main(["evaluate", "--submission", str(tmp_path / "nothing"), "--data", str(root)]) == 2
     assert main(["evaluate", "--data", str(root)]) == 2
     assert "--checkpoint" in capsys.readouterr().err
+
+
+def test_label_overlay_keeps_labels_on_their_own_pixels():
+    """The overlay is read back at thumbnail pixel centres (like the heatmap), not stretched: with 2.7 label
+    pixels per thumbnail pixel, a boundary at label column 200 lands at thumbnail column 74, exactly."""
+    import tempfile
+
+    from equipath.wsi.segment_outputs import write_label_overlay
+
+    labels = np.zeros((700, 333), np.uint8)
+    labels[:, 200:] = 1
+    thumbnail = np.full((260, 124, 3), 255, np.uint8)     # 260 * 2.7 = 702 > 700: the last row lies past the map
+    path = write_label_overlay(Path(tempfile.mkdtemp()) / "o.png", thumbnail, labels, {0: "bg", 1: "Tumor"},
+                               pixel_size=2.7)
+    picture = np.asarray(Image.open(path).convert("RGB"))[:260, :124].astype(int)
+    coloured = (picture != 255).any(axis=2)
+    first = int(np.ceil(200 / 2.7 - 0.5))                 # first x with (x + 1/2) * 2.7 >= 200
+    assert first == 74
+    assert not coloured[:259, :first].any() and coloured[:259, first:123].all()
+    assert not coloured[259].any() and not coloured[:, 123].any()  # centres past 700 / 333: left as they are
+    stretched = write_label_overlay(Path(tempfile.mkdtemp()) / "s.png", thumbnail, labels, {0: "bg", 1: "Tumor"})
+    old = (np.asarray(Image.open(stretched).convert("RGB"))[:260, :124] != 255).any(axis=2)
+    assert not np.array_equal(old, coloured)              # stretching 333 -> 124 puts the boundary elsewhere

@@ -24,6 +24,7 @@ from PIL import Image, ImageDraw
 
 from equipath.atomic import atomic_path
 from equipath.wsi.geojson import class_color
+from equipath.wsi.outputs import cells_to_pixels
 from equipath.wsi.tissue import resize_nearest
 
 __all__ = ["NO_LABEL", "label_mask", "release", "write_label_tiff", "write_label_overlay", "class_names_of"]
@@ -103,11 +104,15 @@ def write_label_tiff(path, labels: np.ndarray, mpp: float | None, tile: int = 25
 
 
 def write_label_overlay(path, thumbnail: np.ndarray, labels: np.ndarray, class_names: dict[int, str],
-                        alpha: float = 0.45, skip: tuple = (0,), note: str | None = None) -> Path:
-    """PNG of ``labels`` (resized by nearest neighbour) over ``thumbnail (h, w, 3) uint8``, classes in
-    ``skip`` (background) and unpredicted pixels left as they are, with a legend strip below (and
-    ``note``, e.g. that the model was trained on synthetic data, on its last line)."""
-    small = resize_nearest(labels, thumbnail.shape[:2])
+                        alpha: float = 0.45, skip: tuple = (0,), note: str | None = None,
+                        pixel_size: float | None = None) -> Path:
+    """PNG of ``labels`` over ``thumbnail (h, w, 3) uint8``, classes in ``skip`` (background) and unpredicted
+    pixels left as they are, with a legend strip below (and ``note``, e.g. that the model was trained on
+    synthetic data, on its last line). With ``pixel_size`` (label pixels per thumbnail pixel) each thumbnail
+    pixel shows the label under its centre (:func:`equipath.wsi.outputs.cells_to_pixels`), so labels stay on
+    their own pixels when the sizes do not divide; without it ``labels`` is stretched onto the thumbnail."""
+    small = (resize_nearest(labels, thumbnail.shape[:2]) if pixel_size is None
+             else cells_to_pixels(labels, thumbnail.shape[:2], pixel_size, 1.0, fill=NO_LABEL))
     out = thumbnail.astype(np.float32)
     for value in class_names:
         if value in skip:

@@ -109,7 +109,7 @@ def segment_slide(source, out_dir, model, checkpoint: dict, options: SegmentOpti
     labels = label_mask(prob, out=out_dir / ".labels.npy")  # on disk: the process holds no H x W array
     write_label_tiff(out_dir / "labels.tif", labels, view.mpp)
     synthetic = trained_on_synthetic(checkpoint)
-    write_label_overlay(out_dir / "overlay.png", thumbnail, labels, names,
+    write_label_overlay(out_dir / "overlay.png", thumbnail, labels, names, pixel_size=k,
                         note="model trained on SYNTHETIC data" if synthetic else None)
     regions = {v: n for v, n in names.items() if v != 0}
     step = max(1, -(-max(labels.shape) // 8192))  # polygons of very large maps from every step-th pixel
