@@ -26,7 +26,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write", "write_json", "json_safe", "write_csv", "save_figure", "FIGURE_DPI"]
+__all__ = ["atomic_path", "atomic_write", "write_json", "json_text", "json_safe", "write_csv", "save_figure", "FIGURE_DPI"]
 
 FIGURE_DPI = 120  # every figure equipath writes
 
@@ -81,11 +81,21 @@ def json_safe(value):
     return value
 
 
+def json_text(data, indent: int | None = None) -> str:
+    """``data`` as strict JSON text: NaN and infinities as ``null`` (:func:`json_safe`), never ``NaN``; what
+    the viewer serves and :func:`write_json` writes.
+
+    Example:
+        >>> json_text({"p": float("nan"), "xy": (1, float("inf"))})
+        '{"p": null, "xy": [1, null]}'
+    """
+    return json.dumps(json_safe(data), indent=indent, allow_nan=False)
+
+
 def write_json(path, data, indent: int | None = 2) -> Path:
-    """Write ``data`` as strict JSON (NaN and infinities as ``null``, see :func:`json_safe`) to ``path``
-    atomically. This is the one JSON writer of equipath's outputs. Returns ``path``."""
-    text = json.dumps(json_safe(data), indent=indent, allow_nan=False)
-    return atomic_write(path, text + "\n")
+    """Write ``data`` as strict JSON (:func:`json_text`) to ``path`` atomically. This is the one JSON writer
+    of equipath's outputs. Returns ``path``."""
+    return atomic_write(path, json_text(data, indent) + "\n")
 
 
 def write_csv(path, rows: list[dict], columns: list | None = None) -> Path:

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from equipath.atomic import json_text
 from equipath.wsi.geojson import class_color
 from equipath.wsi.outputs import DEFAULT_CMAP, colorize, heatmap_rgba
 from equipath.wsi.reader import SlideReader, open_slide
@@ -167,7 +168,7 @@ class Run:
                 "kind": "geojson", "title": "predicted regions" if layer_id == "regions" else layer_id,
                 "opacity": 1.0, "count": len(data["features"]),
                 "legend": {"swatches": self._classes(data, colour)},
-                "_render": lambda data=data: json.dumps(data).encode()}
+                "_render": lambda data=data: json_text(data).encode()}
         if (self.folder / "detections.csv").is_file():
             data = self._detections(self.folder / "detections.csv")
             radius = float(grid.get("cell_size_level0") or 64.0) / 2
@@ -175,7 +176,7 @@ class Run:
                 "kind": "geojson", "title": "detections", "opacity": 1.0, "count": len(data["features"]),
                 "radius_level0": radius,
                 "legend": {"swatches": [["detection (prob, X, Y)", _hex(LAYER_COLOURS["detections"])]]},
-                "_render": lambda data=data: json.dumps(data).encode()}
+                "_render": lambda data=data: json_text(data).encode()}
         return layers
 
     def _labels_layer(self, path: Path, slide_width: int, max_side: int = 4096) -> dict:

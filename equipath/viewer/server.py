@@ -35,6 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from equipath.atomic import json_text
 from equipath.viewer.deepzoom import DeepZoom
 from equipath.viewer.layers import Run
 
@@ -127,7 +128,7 @@ class ViewerServer:
                     if path.startswith("/static/"):
                         return self._static(path[len("/static/"):])
                     if path == "/api/runs.json":
-                        return self._send(json.dumps(server.manifests).encode(), "application/json")
+                        return self._send(json_text(server.manifests).encode(), "application/json")
                     if match := _TILE.match(path):
                         index, level, col, row = (int(g) for g in match.groups()[:4])
                         if index >= len(server.runs) or match.group(5) != server.zooms[index].format:
