@@ -167,3 +167,31 @@ def test_a_gaussian_cell_target_trains(tmp_path):
     first, last = result.history
     assert 0.0 < last["train_loss"] < 1.0 and {"val_loss", "val_dice"} <= set(last)
     assert last["val_loss"] < first["val_loss"] or last["train_loss"] < first["train_loss"]
+
+
+def test_evaluate_applies_the_checkpoints_stain_normalisation(tmp_path):
+    """``equipath evaluate`` sees the inputs the model was trained on: the stored stain normaliser is applied
+    to every item, exactly as applying it by hand to the data set does."""
+    from equipath.data import write_synthetic_tiles
+    from equipath.data.stain import StainTransform, stain_from_checkpoint
+    from equipath.evaluation.evaluate import evaluate_checkpoint, evaluate_model, open_dataset
+    from equipath.models import load_model
+
+    reference = _reference(tmp_path / "reference.png")
+    result = train(TrainConfig.from_dict({
+        "model": "iso_unet", "model_kwargs": {"width": 2}, "epochs": 1, "batch_size": 2, "batches_per_epoch": 1,
+        "progress": False, "out_dir": str(tmp_path / "run"),
+        "data": {"dataset": "synthetic_segmentation", "patch_size": 32, "synthetic_size": {"train": 4, "valid": 2},
+                 "stain": {"method": "reinhard", "reference": str(reference)}}}))
+    write_synthetic_tiles(tmp_path / "seg" / "test", 2, (32, 32), split="test", progress=False)
+    state = load_checkpoint(result.best)
+    torch.save({k: v for k, v in state.items() if k != "stain"}, tmp_path / "plain.pt")
+    common = dict(patch_size=32, progress=False, n_bootstrap=0)
+    stained = evaluate_checkpoint(result.best, tmp_path / "seg", "segmentation", "test", **common)
+    plain = evaluate_checkpoint(tmp_path / "plain.pt", tmp_path / "seg", "segmentation", "test", **common)
+    model, _ = load_model(tmp_path / "plain.pt")
+    data = open_dataset("segmentation", tmp_path / "seg", "test", 32,
+                        transform=StainTransform(stain_from_checkpoint(state)))
+    by_hand = evaluate_model(model, data, progress=False, n_bootstrap=0)
+    assert stained["metrics"] == pytest.approx(by_hand["metrics"], abs=1e-9)
+    assert stained["metrics"] != pytest.approx(plain["metrics"], abs=1e-9)

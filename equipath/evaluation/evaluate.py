@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from equipath.checkpoint import load_model
 from equipath.data import OcelotDataset, PCamDataset, SegmentationDataset, folder_pairs, mask_to_points
+from equipath.data.stain import StainTransform, stain_from_checkpoint
 from equipath.evaluation.cells import CellDetectionMetric
 from equipath.evaluation.classification import ClassificationMetric
 from equipath.atomic import write_csv
@@ -49,18 +50,21 @@ def _pairs(root: Path, split: str, mask_suffix: str = "") -> list:
 
 
 def open_dataset(kind: str, root, split: str = "test", patch_size: int = 320, cell_radius: float = 30.0,
-                 mask_suffix: str = "", grey_to_rgb: bool = False):
+                 mask_suffix: str = "", grey_to_rgb: bool = False, transform=None):
     """The evaluation data set of ``kind`` (one of :data:`EVAL_DATASETS`); errors name the missing file.
-    ``mask_suffix`` and ``grey_to_rgb`` as the training config's ``data.*`` keys (segmentation folders)."""
+    ``mask_suffix`` and ``grey_to_rgb`` as the training config's ``data.*`` keys (segmentation folders);
+    ``transform`` a joint ``(image, mask)`` transform applied to every item (e.g. the checkpoint's stain
+    normalisation)."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"data folder {root} does not exist")
     if kind == "pcam":
-        return PCamDataset(root, split)
+        return PCamDataset(root, split, transform=transform)
     if kind == "segmentation":
-        return SegmentationDataset(_pairs(root, split, mask_suffix), patch_size, "grid", grey_to_rgb=grey_to_rgb)
+        return SegmentationDataset(_pairs(root, split, mask_suffix), patch_size, "grid", transform=transform,
+                                   grey_to_rgb=grey_to_rgb)
     if kind == "ocelot":
-        return OcelotDataset(root, split, radius=cell_radius)
+        return OcelotDataset(root, split, radius=cell_radius, transform=transform)
     raise ValueError(f"unknown evaluation data set {kind!r}: expected one of {', '.join(EVAL_DATASETS)}")
 
 
@@ -146,9 +150,10 @@ def evaluate_checkpoint(checkpoint, root, dataset: str | None = None, split: str
     if dataset in EVAL_DATASETS and expected != state["task"]:
         raise ValueError(f"checkpoint {checkpoint} holds a {state['task']} model; data set {dataset!r} is for "
                          f"{expected}")
+    stain = stain_from_checkpoint(state)  # the normalisation the model was trained with, as predict applies it
     data = open_dataset(dataset, root, split, patch_size or data_config.get("patch_size", 320),
                         data_config.get("cell_radius", 30), data_config.get("mask_suffix") or "",
-                        bool(data_config.get("grey_to_rgb")))
+                        bool(data_config.get("grey_to_rgb")), StainTransform(stain) if stain is not None else None)
     if isinstance(data, SegmentationDataset):  # mask values outside the model's classes: now, in one line
         data.check_classes(model.num_classes)
     log.info("evaluating %s (%s) on %d items of %s %s", checkpoint, state["model"]["name"], len(data), dataset, split)
