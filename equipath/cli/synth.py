@@ -7,27 +7,15 @@
     equipath synth preview --out OUT.png              16 patches of each label, to look at
 """
 
-import argparse
-
-from equipath.cli._options import add_out, add_progress, add_seed, add_workers, positive_int as _positive
+from equipath.cli._options import (add_out, add_progress, add_seed, add_workers, positive_int as _positive,
+                                   unit_interval)
 from equipath.data import write_preview, write_synthetic_pcam, write_synthetic_tiles
 from equipath.data.synthetic import DEFAULT_DIFFICULTY
 from equipath.data.synthetic_sets import write_synthetic_ocelot
 
 
-def _unit(text: str) -> float:
-    """A number in [0, 1] (argparse type)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0.0 <= value <= 1.0:  # NaN fails too
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
-    return value
-
-
 def _add_difficulty(parser) -> None:
-    parser.add_argument("--difficulty", type=_unit, default=DEFAULT_DIFFICULTY,
+    parser.add_argument("--difficulty", type=unit_interval, default=DEFAULT_DIFFICULTY,
                         help=f"0 = clear tumour cues, 1 = subtle, overlapping (default: {DEFAULT_DIFFICULTY:g}; "
                              "see docs/data.md)")
 
@@ -50,7 +38,7 @@ def register(subparsers) -> None:
                           help=f"patches in the {split} split (default: --n)")
     add_seed(pcam, help="generator seed (default: 0)")
     add_workers(pcam, help="parallel processes (default: 0, this one)")
-    pcam.add_argument("--label-noise", type=_unit, default=0.0,
+    pcam.add_argument("--label-noise", type=unit_interval, default=0.0,
                       help="probability of a flipped training label, below 0.5 (default: 0; valid and test stay clean)")
     add_progress(pcam)
     _add_difficulty(pcam)
