@@ -35,6 +35,7 @@ from equipath.data.synthetic import synthetic_tile
 from equipath.evaluation import EVAL_DATASETS, open_dataset
 from equipath.groups import GROUP_NAMES
 from equipath.models import create_model
+from equipath.wsi.pipeline import trained_on_synthetic
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,7 @@ def _load_models(args) -> list[_Model]:
             model, state = load_model(path, map_location=device)
             data = state.get("config", {}).get("data", {})
             name = "+".join([state["model"]["name"], *data.get("augment", ())])  # densenet+d4: seed 000's DenseNet+
-            synthetic = str(data.get("dataset", "")).startswith("synthetic")
-            entry = _Model(name, model, synthetic, str(path))
+            entry = _Model(name, model, trained_on_synthetic(state), str(path))
         else:
             model = create_model(spec, **_model_args(args.model_arg, spec)).to(device).eval()
             entry = _Model(spec, model, False, "random weights")
