@@ -191,3 +191,21 @@ def test_train_benchmark_smoke_runs_the_cuda_path_on_the_cpu():
                          text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "bf16 autocast + channels-last" in out.stdout and "folded" in out.stdout and "densenet_m" in out.stdout
+
+
+def _thp_setting(env_value):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    if env_value is not None:
+        env["THP_MEM_ALLOC_ENABLE"] = env_value
+    code = "import os, equipath; print(os.environ.get('THP_MEM_ALLOC_ENABLE'))"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_importing_equipath_backs_large_cpu_blocks_with_huge_pages_unless_the_user_said_otherwise():
+    """``import equipath`` sets PyTorch's ``THP_MEM_ALLOC_ENABLE`` before torch allocates (fresh activations
+    then fault once per 2 MB; docs/benchmarks.md), and keeps a value the user set, 0 included."""
+    assert _thp_setting(None) == "1"
+    assert _thp_setting("0") == "0"

@@ -195,3 +195,53 @@ def test_the_formula_holds_on_cuda(layer):
     f = torch.randn(2, 2, 8, 7, 7, dtype=torch.float64)
     expected = conv(f)
     torch.testing.assert_close(conv.cuda()(f.cuda()).cpu(), expected, rtol=0, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------- DenseNet layer and transition
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_densenet_layer_and_transition_are_their_textbook_formulas(mode):
+    """The transition is written ``conv1x1(pool(relu(bn z)))`` (a quarter of the 1x1 conv's work) but must equal
+    the textbook order ``pool(conv1x1(relu(bn z)))``, computed here with loops in numpy; the dense layer's
+    in-place ReLU must leave its input (which it concatenates) untouched and let gradients through."""
+    from equipath.models.densenet import DenseLayer, Transition
+
+    torch.manual_seed(3)
+    layer, trans = DenseLayer(2, 1, "p4").double(), Transition(3, "p4").double()
+    for bn in (layer.norm, trans.norm):
+        with torch.no_grad():
+            bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2)
+            bn.weight.uniform_(0.5, 2), bn.bias.uniform_(-1, 1)
+    layer.train(mode == "train"), trans.train(mode == "train")
+    x = torch.randn(2, 2, 4, 8, 8, dtype=torch.float64, requires_grad=True)
+    x_before = x.detach().clone()
+    z = layer(x)
+    out = trans(z)
+    assert torch.equal(x.detach(), x_before)  # the in-place ReLU acted on the norm's output, not on x
+    out.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+    def bn_relu(bn, a):  # a: (B, C, |G|, H, W) numpy; batch statistics in training, running ones in eval
+        if mode == "train":
+            mean = a.mean(axis=(0, 2, 3, 4), keepdims=True)
+            var = a.var(axis=(0, 2, 3, 4), keepdims=True)
+        else:
+            mean = bn.running_mean.detach().numpy()[None, :, None, None, None]
+            var = bn.running_var.detach().numpy()[None, :, None, None, None]
+        w = bn.weight.detach().numpy()[None, :, None, None, None]
+        b = bn.bias.detach().numpy()[None, :, None, None, None]
+        return np.maximum((a - mean) / np.sqrt(var + bn.eps) * w + b, 0)
+
+    xa = x_before.numpy()
+    z_ref = np.concatenate([xa[..., 1:-1, 1:-1], layer.conv(torch.from_numpy(bn_relu(layer.norm, xa))).detach().numpy()], 1)
+    np.testing.assert_allclose(z.detach().numpy(), z_ref, atol=1e-10)
+    # textbook transition: 1x1 group conv on the full map (the layer's own expanded filter, (C_out, C_in, |G|)
+    # per output orientation), then 2x2 average pooling with loops
+    r = bn_relu(trans.norm, z_ref)
+    weight = trans.conv._expand().detach().numpy()[..., 0, 0]  # (C_out * |G|, C_in * |G|)
+    B, C, G, H, W = r.shape
+    full = np.einsum("oi,bihw->bohw", weight, r.reshape(B, C * G, H, W)).reshape(B, C, G, H, W)
+    pooled = np.empty((B, C, G, H // 2, W // 2))
+    for i in range(H // 2):
+        for j in range(W // 2):
+            pooled[..., i, j] = sum(full[..., 2 * i + a, 2 * j + b] for a in (0, 1) for b in (0, 1)) / 4
+    np.testing.assert_allclose(out.detach().numpy(), pooled, atol=1e-10)
