@@ -168,3 +168,76 @@ def test_tta_is_free_for_p4m_and_makes_a_baseline_invariant(cmu_crop):
     before = np.abs(run(z2, act(image, g), False) - d4.transform(run(z2, image, False), g)).max()
     after = np.abs(run(z2, act(image, g), True) - d4.transform(run(z2, image, True), g)).max()
     assert before > 1e-3 and after < 1e-5
+
+
+# ------------------------------------------------------------------------------ cost model, memory plan, reads
+def _conv_macs(model, H, W):
+    """Multiply-accumulates of the convolutions of ``forward_dense`` on a ``(1, 3, H, W)`` input, counted by
+    PyTorch's own FLOP counter (2 FLOPs per MAC), not by the hooks the planner uses."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model.forward_dense(torch.zeros(1, 3, H, W))
+    return counter.get_flop_counts()["Global"].get(torch.ops.aten.convolution, 0) / 2
+
+
+@pytest.mark.parametrize("name", ["p4m_densenet", "densenet"])
+def test_tile_cost_is_exact_on_tiles_it_was_not_fitted_on(name):
+    """``TileCost.of_model`` is fitted on 1x1, 1x2 and 2x2-cell tiles; ``A h w + B (h + w) + C`` must give the
+    convolution MACs of every other tile exactly (every layer's side is affine in the tile side)."""
+    from equipath.wsi.inference import TileCost
+
+    model = create_model(name, growth=8 if name.startswith("p4m") else 4).eval()
+    cost = TileCost.of_model(model)
+    s, rf = model.output_stride, model.receptive_field
+    for h, w in [(1, 1), (3, 5), (4, 4), (7, 2)]:
+        assert cost(h, w) == pytest.approx(_conv_macs(model, (h - 1) * s + rf, (w - 1) * s + rf), rel=1e-9)
+    assert cost.A > 0 and cost.B > 0  # a cell costs, and so does every tile's margin
+    # a box cut into a lattice of tiles pays the margin of each tile
+    assert cost.lattice(10, 10, 5) == pytest.approx(4 * cost(5, 5))
+
+
+class _NoLayers(torch.nn.Module):
+    """A dense classifier with no parameters and no convolutions: the planner must still plan for it."""
+
+    output_stride, receptive_field = 32, 96
+
+    def forward_dense(self, x):
+        return torch.nn.functional.avg_pool2d(x[:, :1], 96, 32)
+
+
+def test_memory_plan_follows_the_budget_the_cap_and_the_device():
+    from equipath.wsi.inference import memory_plan
+
+    model = create_model("p4m_densenet", growth=8).eval()
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")  # the CUDA branch needs no GPU when the budget is given
+    sides = [memory_plan(model, cpu, budget=b)[0] for b in (2 << 20, 64 << 20, 512 << 20, 4 << 30)]
+    assert sides == sorted(sides) and sides[0] >= 1 and sides[-1] == 24  # grows with the budget, capped at 24
+    assert memory_plan(model, cpu, budget=4 << 30, largest_tile=10) == (10, 1)  # the CPU runs one tile per pass
+    small, big = memory_plan(model, cuda, budget=1 << 30), memory_plan(model, cuda, budget=64 << 30)
+    assert big[0] >= small[0] and big[1] > small[1] >= 1  # a GPU batches as many tiles as fit
+    assert memory_plan(_NoLayers(), cpu, budget=1 << 30)[0] >= 1
+
+
+def test_read_ahead_keeps_order_and_at_most_depth_reads_in_flight():
+    import threading
+    import time
+
+    from equipath.wsi.inference import read_ahead
+
+    lock, state = threading.Lock(), {"now": 0, "most": 0}
+
+    def read(job):
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        time.sleep(0.01 * (job % 3))  # out-of-order completion
+        with lock:
+            state["now"] -= 1
+        return job * job
+
+    out = []
+    for job, value in read_ahead(range(20), read, workers=4, depth=3):
+        out.append((job, value))
+    assert out == [(j, j * j) for j in range(20)]
+    assert 1 <= state["most"] <= 3

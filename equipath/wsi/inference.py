@@ -263,7 +263,7 @@ def _profile(model, sizes) -> tuple[list, list]:
         macs[0] += inputs[0].numel() * w[0].numel() if transposed else output.numel() * w[0].numel()
 
     hooks = [m.register_forward_hook(count) for m in model.modules()]
-    device = next(model.parameters()).device
+    device = next(model.parameters(), torch.empty(0)).device
     result = ([], [])
     try:
         with torch.inference_mode():
@@ -297,7 +297,7 @@ def memory_plan(model, device: torch.device, budget: int | None = None,
     largest_tile = largest_tile or (64 if device.type == "cuda" else 24)
     side = s + rf
     _, largest = _profile(model, [(rf, rf), (rf, side), (side, side)])  # the sizes TileCost.of_model profiles
-    bytes_per_pixel = 3 * 4 * largest[2] / side**2
+    bytes_per_pixel = 3 * 4 * max(largest[2], 3 * side**2) / side**2  # at least the input, for a model of no layers
     if budget is None:
         budget = torch.cuda.mem_get_info(device)[0] // 2 if device.type == "cuda" else min(_available_memory() // 4, 4 << 30)
     pixels = budget / bytes_per_pixel
