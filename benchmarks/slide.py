@@ -23,8 +23,10 @@ Definitions (issue 15):
 Where the time goes: the work computed beyond the useful (cells off tissue, tile margins) in MACs and in
 seconds at the measured model rate; reading split into decoding and resampling; the model on tiles
 already in memory; and the rest of the wall time (reading not hidden behind compute, Python, writing the
-map). Each slide runs in a fresh process, so the peak resident memory (``resource.getrusage``; CUDA:
-``max_memory_allocated``) is that run's own. ``--large`` writes the slide (JPEG tiles via tifffile, a
+map); with ``--sample``, these are measured on that many tiles and scaled by MACs, so they carry the
+sample's error (printed as not resolved where it exceeds the quantity). Each slide runs in a fresh
+process; the peak memory is the run's own: the largest resident memory sampled every 20 ms while
+``predict_dense`` runs (CUDA: ``max_memory_allocated``), beside the process's lifetime peak. ``--large`` writes the slide (JPEG tiles via tifffile, a
 pyramid at 8x and 32x, about a third tissue from real CMU tiles and the synthetic generator) into a
 temporary folder and deletes it afterwards.
 """
@@ -37,6 +39,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -133,6 +136,56 @@ def _peak_mib(device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _resident_mib() -> float | None:
+    """This process's resident memory now (Linux ``/proc/self/statm``); None elsewhere."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class _PeakDuring:
+    """The largest resident memory of this process while the block runs, sampled every 20 ms by a thread:
+    the run's own peak, which the process-lifetime peak (``ru_maxrss``) hides when something before the run
+    (reading the slide, tissue detection) used more. CUDA: the allocator's peak within the block."""
+
+    def __init__(self, device):
+        self.device, self.peak = device, None
+
+    def __enter__(self):
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            return self
+        self._stop = threading.Event()
+        self.peak = _resident_mib()
+
+        def sample():
+            while not self._stop.wait(0.02):
+                now = _resident_mib()
+                self.peak = now if self.peak is None or now is None else max(self.peak, now)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        if self.device.type == "cuda":
+            self.peak = torch.cuda.max_memory_allocated() / 2**20
+        else:
+            self._stop.set()
+            self._thread.join()
+            now = _resident_mib()
+            self.peak = now if self.peak is None or now is None else max(self.peak, now)
+            if self.peak is None:  # no /proc: the process-lifetime peak is all there is
+                self.peak = _peak_mib(self.device)
+        return False
 
 
 def legacy_band_tiles(cells: np.ndarray, tile_cells: int) -> list:
@@ -240,12 +293,14 @@ def measure(args, slide_path: str) -> dict:
         import equipath.wsi.inference as inference
 
         planner, inference.plan_tiles = inference.plan_tiles, lambda c, t, cost=None: legacy_band_tiles(c, t)
-    t0, c0 = time.perf_counter(), time.process_time()
-    prob = predict_dense(model, view, grid, cells, **kwargs)
-    if plan.device.type == "cuda":
-        torch.cuda.synchronize()
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    peak = _peak_mib(plan.device)
+    start_mib = _resident_mib() if plan.device.type != "cuda" else torch.cuda.memory_allocated() / 2**20
+    with _PeakDuring(plan.device) as during:
+        t0, c0 = time.perf_counter(), time.process_time()
+        prob = predict_dense(model, view, grid, cells, **kwargs)
+        if plan.device.type == "cuda":
+            torch.cuda.synchronize()
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    peak, run_peak = _peak_mib(plan.device), during.peak
     if legacy:
         inference.plan_tiles = planner
 
@@ -304,7 +359,7 @@ def measure(args, slide_path: str) -> dict:
     return {
         "slide": Path(slide_path).name, "device": str(plan.device), "view": view.shape, "grid": grid.shape,
         "tissue_cells": n, "tissue_mpx": n * s * s / 1e6, "tissue_s": tissue_s, "wall": wall, "cpu": cpu,
-        "peak": peak, "before": before, "tiles": len(tiles), "tile_cells": tile_cells, "batch_size": batch_size,
+        "peak": peak, "before": before, "run_peak": run_peak, "start": start_mib, "tiles": len(tiles), "tile_cells": tile_cells, "batch_size": batch_size,
         "computed_cells": computed_cells, "useful": useful, "computed": computed, "off_tissue": off_tissue,
         "margins": margins, "useful_margin": cost.B / 2 * _perimeter(cells), "rates": rates, "rate": rates["own_wall"],
         "model_rate": model_rate, "model_cpu": model_cpu, "roofline_cpu": roofline_cpu, "stack_side": side,
@@ -336,7 +391,8 @@ def report(r: dict, title: str) -> list:
           f"({r['computed_cells'] / r['tissue_cells']:.2f}x)")
     bound = max(r["roofline_s"], r["decode_bound_s"])
     print(f"  end to end: wall {r['wall']:.1f} s, CPU {r['cpu']:.1f} s, tissue {r['tissue_mpx'] / r['wall']:.3f} Mpx/s, "
-          f"peak memory {r['peak']:,.0f} MiB ({r['before']:,.0f} MiB before the run)")
+          f"peak memory during the run {r['run_peak']:,.0f} MiB ({r['start'] or 0:,.0f} MiB at its start; the "
+          f"process's lifetime peak {r['peak']:,.0f} MiB, {r['before']:,.0f} MiB before the run)")
     g = r["rates"]
     print(f"  roofline: useful {r['useful'] / 1e12:.3f} TMAC at the rate of the model's own convolutions as a plain "
           f"stack ({r['stack_side']} px tile): {g['own_wall'] / 1e9:.1f} GMAC/s wall = {r['roofline_s']:.1f} s -> "
@@ -358,10 +414,17 @@ def report(r: dict, title: str) -> list:
     print(f"    model on tiles in memory {r['model_s']:.1f} s, {r['model_cpu']:.1f} CPU-s ({r['model_rate'] / 1e9:.1f} GMAC/s = "
           f"{r['model_rate'] / r['rate']:.2f} of the plain stack): useful {r['useful'] * per_s:.1f}, off-tissue cells "
           f"{r['off_tissue'] * per_s:.1f}, tile margins beyond the outline {(r['margins'] - r['useful_margin']) * per_s:.1f}")
-    print(f"    reading {r['read_s']:.1f} s = decoding {r['decode_s']:.1f} + resampling {r['read_s'] - r['decode_s']:.1f} "
-          f"(in {2} threads beside the model)")
-    print(f"    rest of the wall time (reading not hidden, Python, writing the map): "
-          f"{r['wall'] - r['model_s']:.1f} s")
+    resample = r["read_s"] - r["decode_s"]
+    print(f"    reading {r['read_s']:.1f} s = decoding {r['decode_s']:.1f} + resampling "
+          + (f"{resample:.1f}" if resample >= 0 else "not resolved (the sample read faster than it decoded)")
+          + " (in threads beside the model)")
+    rest = r["wall"] - r["model_s"]
+    if rest >= 0 or r["sampled"] >= r["tiles"]:
+        print(f"    rest of the wall time (reading not hidden, Python, writing the map): {rest:.1f} s")
+    else:  # the sampled tiles' rate, scaled to the whole run, overshoots it: the sample's error, not time
+        print(f"    rest of the wall time: not resolved; the {r['sampled']} sampled tiles, timed alone and scaled "
+              f"by MACs, overshoot the whole run by {-rest:.0f} s ({-rest / r['wall']:.0%}): the breakdown's "
+              f"sampling error")
     name = f"slide {r['slide']} ({r['device']}, planner {r['plan']})"
     return [(name, "end to end wall s", f"{r['wall']:.1f}", f"CPU {r['cpu']:.1f} s"),
             (name, "tissue Mpx/s", f"{r['tissue_mpx'] / r['wall']:.3f}", f"{r['tissue_mpx']:.1f} Mpx of tissue"),
@@ -369,7 +432,8 @@ def report(r: dict, title: str) -> list:
              f"{r['roofline_cpu'] / r['cpu']:.2f} in CPU time; own convs as a plain stack {r['rate'] / 1e9:.1f} GMAC/s"),
             (name, "fraction of decode rate (wall; CPU time)", f"{r['decode_bound_s'] / r['wall']:.2f}",
              f"{r['decode_bound_cpu'] / r['cpu']:.2f} in CPU time; {r['decode_rate'] / 1e6:.1f} level-0 Mpx/s"),
-            (name, "peak memory MiB", f"{r['peak']:,.0f}", f"{r['before']:,.0f} before the run"),
+            (name, "peak memory MiB (during the run)", f"{r['run_peak']:,.0f}",
+             f"{r['start'] or 0:,.0f} at its start; process lifetime peak {r['peak']:,.0f}"),
             (name, "cells computed / tissue cells", f"{r['computed_cells'] / r['tissue_cells']:.2f}",
              f"{r['tiles']} tiles")]
 
