@@ -248,7 +248,7 @@ def _generic_stack(device):
     return run, 2 * 128 * 128 * 256 * 256 * 9
 
 
-def _rates(model, side: int, device, repeats: int = 3) -> dict:
+def _rates(model, side: int, device, repeats: int = 7) -> dict:
     """MACs per wall second and per CPU second of the roofline stack (the model's own convolutions) and of
     the generic stack, timed interleaved."""
     import torch
@@ -283,8 +283,22 @@ def measure(args, slide_path: str) -> dict:
     _, _, cells = tissue_cells(view, grid)
     tissue_s = time.perf_counter() - t0
     s, rf = grid.stride, grid.receptive_field
-    before = _peak_mib(plan.device)
     legacy = args.plan == "legacy"
+    # the plan predict_dense will use, its work, and the roofline stack's rate before the run
+    runner = _Runner(model, plan, fold=not args.no_fold)
+    cost = TileCost.of_model(runner.model)
+    auto_cells, auto_batch = memory_plan(runner.model, plan.device)
+    tile_cells, batch_size = args.tile_cells or auto_cells, args.batch_size or auto_batch
+    tiles = legacy_band_tiles(cells, tile_cells) if legacy else plan_tiles(cells, tile_cells, cost)
+    n = int(cells.sum())
+    computed_cells = sum(h * w for *_, h, w in tiles)
+    computed = sum(cost(h, w) for *_, h, w in tiles)
+    useful = cost.A * n + cost.B / 2 * _perimeter(cells)
+    off_tissue = cost.A * (computed_cells - n)
+    margins = computed - cost.A * computed_cells
+    side = (int(np.clip(round(math.sqrt(computed_cells / len(tiles))), 2, 16)) - 1) * s + rf  # a typical tile
+    rates_before = _rates(runner.model, side, plan.device)
+    before = _peak_mib(plan.device)
     kwargs = dict(tile_cells=args.tile_cells, batch_size=args.batch_size, device=plan, fold=not args.no_fold,
                   progress=False)
     with torch.inference_mode():  # warm-up: one 2 x 2-cell tile (first-call initialisation of torch)
@@ -303,19 +317,6 @@ def measure(args, slide_path: str) -> dict:
     peak, run_peak = _peak_mib(plan.device), during.peak
     if legacy:
         inference.plan_tiles = planner
-
-    # the plan predict_dense used, and its work
-    runner = _Runner(model, plan, fold=not args.no_fold)
-    cost = TileCost.of_model(runner.model)
-    auto_cells, auto_batch = memory_plan(runner.model, plan.device)
-    tile_cells, batch_size = args.tile_cells or auto_cells, args.batch_size or auto_batch
-    tiles = legacy_band_tiles(cells, tile_cells) if legacy else plan_tiles(cells, tile_cells, cost)
-    n = int(cells.sum())
-    computed_cells = sum(h * w for *_, h, w in tiles)
-    computed = sum(cost(h, w) for *_, h, w in tiles)
-    useful = cost.A * n + cost.B / 2 * _perimeter(cells)
-    off_tissue = cost.A * (computed_cells - n)
-    margins = computed - cost.A * computed_cells
 
     # breakdown on a sample of tiles (all of them unless --sample): read, decode, model
     rng = np.random.default_rng(0)
@@ -347,8 +348,11 @@ def measure(args, slide_path: str) -> dict:
         model_s += time.perf_counter() - t0
         model_cpu += time.process_time() - c0
     read_s, decode_s, model_s, model_cpu = read_s / share, decode_s / share, model_s / share, model_cpu / share
-    side = (int(np.clip(round(math.sqrt(computed_cells / len(tiles))), 2, 16)) - 1) * s + rf  # a typical tile
-    rates = _rates(runner.model, side, plan.device)
+    after = _rates(runner.model, side, plan.device)
+    # the roofline is an upper bound: the faster of the two measurements, before and after the run (a long
+    # run can leave the machine slower, e.g. memory too fragmented for huge pages; both are printed)
+    rates = {k: max(rates_before[k], after[k]) for k in after}
+    rates["own_wall_before"], rates["own_wall_after"] = rates_before["own_wall"], after["own_wall"]
     decode_rate = level0_px / (decode_s * share)  # level-0 px per second
     decode_rate_cpu = level0_px / decode_cpu  # per CPU-second of the decoding thread
     tissue_level0 = n * (s * grid.downsample) ** 2
@@ -395,7 +399,8 @@ def report(r: dict, title: str) -> list:
           f"process's lifetime peak {r['peak']:,.0f} MiB, {r['before']:,.0f} MiB before the run)")
     g = r["rates"]
     print(f"  roofline: useful {r['useful'] / 1e12:.3f} TMAC at the rate of the model's own convolutions as a plain "
-          f"stack ({r['stack_side']} px tile): {g['own_wall'] / 1e9:.1f} GMAC/s wall = {r['roofline_s']:.1f} s -> "
+          f"stack ({r['stack_side']} px tile): {g['own_wall'] / 1e9:.1f} GMAC/s wall (the faster of "
+          f"{g['own_wall_before'] / 1e9:.1f} before the run and {g['own_wall_after'] / 1e9:.1f} after) = {r['roofline_s']:.1f} s -> "
           f"fraction of roofline {r['roofline_s'] / r['wall']:.2f} (wall); {g['own_cpu'] / 1e9:.1f} GMAC per CPU-s = "
           f"{r['roofline_cpu']:.1f} CPU-s -> {r['roofline_cpu'] / r['cpu']:.2f} (CPU time)")
     print(f"  (a generic 256-channel 3x3 stack runs {g['generic_wall'] / 1e9:.1f} GMAC/s wall, "
