@@ -241,3 +241,22 @@ def test_read_ahead_keeps_order_and_at_most_depth_reads_in_flight():
         out.append((job, value))
     assert out == [(j, j * j) for j in range(20)]
     assert 1 <= state["most"] <= 3
+
+
+def test_saturation_and_value_are_skimages_hsv_bit_for_bit(cmu_crop):
+    """Tissue detection computes HSV saturation and value without the float64 image and the hue (a third
+    of the memory on a whole-slide thumbnail); they must be exactly ``skimage.color.rgb2hsv``'s."""
+    from skimage.color import rgb2hsv
+
+    from equipath.data.tissue import saturation_value
+
+    rng = np.random.default_rng(4)
+    special = np.array([[0, 0, 0], [255, 255, 255], [128, 128, 128], [255, 0, 0], [1, 0, 0], [0, 0, 1], [7, 7, 8]],
+                       np.uint8)
+    images = [rng.integers(0, 256, (31, 17, 3), dtype=np.uint8), special[None], cmu_crop]
+    for rgb in images:
+        sat, val = saturation_value(rgb)
+        hsv = rgb2hsv(rgb)
+        assert sat.dtype == val.dtype == np.float64
+        np.testing.assert_array_equal(sat, hsv[..., 1])
+        np.testing.assert_array_equal(val, hsv[..., 2])
