@@ -57,7 +57,8 @@ class DenseLayer(nn.Module):
 
 
 class Transition(nn.Module):
-    """Transition block: ``BN-ReLU-conv1x1`` then 2x2 average pooling with stride 2, exact on even sides.
+    """Transition block: ``BN-ReLU-conv1x1`` then 2x2 average pooling with stride 2, exact on even sides;
+    computed pooling first, which gives the same map (both are linear, the 1x1 conv acts per pixel).
 
     Shapes: ``(B, C, |G|, H, W) -> (B, C, |G|, H / 2, W / 2)``.
 
