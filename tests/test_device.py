@@ -46,16 +46,8 @@ def test_plan_decisions():
     assert not forced.pin_memory and not forced.cudnn_benchmark  # need a GPU
     assert device_plan("cpu", amp=False, as_cuda=True).amp_dtype is None
     assert device_plan("cpu", amp=True).amp_dtype == torch.bfloat16
-    assert not cpu.retain_freed_memory and device_plan("cpu", keep_freed_memory=True).retain_freed_memory
     with pytest.raises(ValueError, match="unknown device"):
         device_plan("tpu")
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_cpu_allocator_keeps_freed_memory():
-    from equipath.training.device import retain_freed_memory
-
-    assert retain_freed_memory() and retain_freed_memory()  # idempotent
 
 
 def test_plain_channels_last_cannot_convert_group_weights_but_set_channels_last_can():

@@ -284,9 +284,8 @@ def memory_plan(model, device: torch.device, budget: int | None = None,
     """``(tile_cells, batch_size)`` from memory: the largest tile side (at most ``largest_tile`` cells) whose
     activations fit in ``budget`` bytes, and on a GPU as many such tiles per batch as fit (1 on the CPU).
 
-    ``largest_tile`` defaults to 64 on a GPU and 24 on the CPU, where larger tiles leave the caches and
-    run slower per multiply-accumulate (``p4m_densenet``, CPU-ms per cell: 11.1 at 16, 8.0 at 24, 10.2 at
-    32 cells; docs/benchmarks.md).
+    ``largest_tile`` defaults to 64 on a GPU and 24 on the CPU, where larger tiles ran no faster per cell
+    (``p4m_densenet``, an interleaved sweep over 16-40 cells; docs/benchmarks.md) and hold more memory.
 
     A tile's peak memory is taken as 3 float32 copies of the model's largest activation (a layer's input,
     its output and a concatenation), measured on a 2 x 2-cell tile and scaled by pixels. ``budget``
