@@ -37,6 +37,7 @@ def _int_at_least(minimum: int, what: str):
 
 
 positive_int = _int_at_least(1, "a positive integer")  # an argparse type: an integer >= 1
+_non_negative_int = _int_at_least(0, "an integer >= 0")
 
 
 def unit_interval(text: str) -> float:
@@ -48,7 +49,6 @@ def unit_interval(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
     return value
-_non_negative_int = _int_at_least(0, "an integer >= 0")
 
 
 def add_model(parser, help: str = "model name (repeatable: --model a --model b)", required: bool = False,
