@@ -18,6 +18,22 @@ class Samples:
     cpu: list = field(default_factory=list)
 
 
+def resident_mib(field: str = "VmRSS") -> float:
+    """This process's resident memory in MiB from Linux ``/proc/self/status``: ``VmRSS`` now, ``VmHWM`` its
+    peak (since the last :func:`reset_peak_resident`). ``OSError`` where there is no such file or field."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise OSError(f"{field} not in /proc/self/status")
+
+
+def reset_peak_resident() -> None:
+    """Reset the kernel's peak resident set of this process (``VmHWM``) to the current one (Linux)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
 def quartiles(values) -> tuple[float, float, float]:
     """``(q1, median, q3)``; for fewer than 4 values the min and max stand in for the quartiles."""
     values = sorted(values)

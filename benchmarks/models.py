@@ -24,6 +24,7 @@ import argparse
 import multiprocessing as mp
 import os
 import statistics
+import sys
 import time
 
 import torch
@@ -32,6 +33,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from equipath.models import create_model, list_models
 from equipath.nn import fold_model
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import reset_peak_resident, resident_mib  # noqa: E402
 
 PAPER_SIZE = {"densenet": 96, "unet": 321, "gerunet": 449, "resunet": 449, "iso_unet": 1024}
 
@@ -92,14 +96,6 @@ def eval_throughput(model, size: int, batch: int, repeats: int, device) -> tuple
     return tuple(batch / statistics.median(samples[k]) for k in ("model", "folded"))
 
 
-def _rss_mib(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise OSError(f"{field} not in /proc/self/status")
-
-
 def _train_step_memory(name: str, size: int, batch: int, threads: int, device: str, queue) -> None:
     torch.set_num_threads(threads)
     device = torch.device(device)
@@ -116,15 +112,14 @@ def _train_step_memory(name: str, size: int, batch: int, threads: int, device: s
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device) / 2**20
     else:
-        with open("/proc/self/clear_refs", "w") as f:  # resets the peak resident set (VmHWM)
-            f.write("5")
-        before = _rss_mib("VmRSS")
+        reset_peak_resident()
+        before = resident_mib("VmRSS")
     t0 = time.perf_counter()
     loss_fn(model(x), target).backward()
     optimizer.step()
     _sync(device)
     seconds = time.perf_counter() - t0
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _rss_mib("VmHWM")
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else resident_mib("VmHWM")
     queue.put((peak, peak - before, seconds))
 
 

@@ -25,10 +25,10 @@ seconds at the measured model rate; reading split into decoding and resampling; 
 already in memory; and the rest of the wall time (reading not hidden behind compute, Python, writing the
 map); with ``--sample``, these are measured on that many tiles and scaled by MACs, so they carry the
 sample's error (printed as not resolved where it exceeds the quantity). Each slide runs in a fresh
-process; the peak memory is the run's own: the largest resident memory sampled every 20 ms while
-``predict_dense`` runs (CUDA: ``max_memory_allocated``), beside the process's lifetime peak. ``--large`` writes the slide (JPEG tiles via tifffile, a
-pyramid at 8x and 32x, about a third tissue from real CMU tiles and the synthetic generator) into a
-temporary folder and deletes it afterwards.
+process; the peak memory is the run's own: the kernel's peak resident set (``VmHWM``), reset when
+``predict_dense`` starts (CUDA: ``max_memory_allocated``), beside the process's lifetime peak.
+``--large`` writes the slide (JPEG tiles via tifffile, a pyramid at 8x and 32x, about a third tissue
+from real CMU tiles and the synthetic generator) into a temporary folder and deletes it afterwards.
 """
 
 import argparse
@@ -39,7 +39,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -48,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import append_rows  # noqa: E402
+from _timing import append_rows, reset_peak_resident, resident_mib  # noqa: E402
 
 CMU = Path(__file__).resolve().parents[1] / "tests" / "data" / "CMU-1-Small-Region.svs"
 LARGE_SIZE, LARGE_MPP, LARGE_TILE = (50_000, 25_000), 0.97, 512  # (W, H): Camelyon16 at 10x
@@ -138,39 +137,27 @@ def _peak_mib(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _resident_mib() -> float | None:
-    """This process's resident memory now (Linux ``/proc/self/statm``); None elsewhere."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 class _PeakDuring:
-    """The largest resident memory of this process while the block runs, sampled every 20 ms by a thread:
-    the run's own peak, which the process-lifetime peak (``ru_maxrss``) hides when something before the run
-    (reading the slide, tissue detection) used more. CUDA: the allocator's peak within the block."""
+    """The largest memory of this process while the block runs: the run's own peak, which the process's
+    lifetime peak (``ru_maxrss``) hides when something before the run used more. The CPU: the kernel's
+    peak resident set (``VmHWM``) reset at the start; CUDA: the allocator's peak. ``peak`` is None where
+    neither can be read."""
 
     def __init__(self, device):
-        self.device, self.peak = device, None
+        self.device, self.peak, self.start = device, None, None
 
     def __enter__(self):
         import torch
 
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
+            self.start = torch.cuda.memory_allocated() / 2**20
             return self
-        self._stop = threading.Event()
-        self.peak = _resident_mib()
-
-        def sample():
-            while not self._stop.wait(0.02):
-                now = _resident_mib()
-                self.peak = now if self.peak is None or now is None else max(self.peak, now)
-
-        self._thread = threading.Thread(target=sample, daemon=True)
-        self._thread.start()
+        try:
+            reset_peak_resident()
+            self.start = resident_mib("VmRSS")
+        except OSError:  # not Linux
+            pass
         return self
 
     def __exit__(self, *exc):
@@ -178,13 +165,8 @@ class _PeakDuring:
 
         if self.device.type == "cuda":
             self.peak = torch.cuda.max_memory_allocated() / 2**20
-        else:
-            self._stop.set()
-            self._thread.join()
-            now = _resident_mib()
-            self.peak = now if self.peak is None or now is None else max(self.peak, now)
-            if self.peak is None:  # no /proc: the process-lifetime peak is all there is
-                self.peak = _peak_mib(self.device)
+        elif self.start is not None:
+            self.peak = resident_mib("VmHWM")
         return False
 
 
@@ -307,14 +289,15 @@ def measure(args, slide_path: str) -> dict:
         import equipath.wsi.inference as inference
 
         planner, inference.plan_tiles = inference.plan_tiles, lambda c, t, cost=None: legacy_band_tiles(c, t)
-    start_mib = _resident_mib() if plan.device.type != "cuda" else torch.cuda.memory_allocated() / 2**20
     with _PeakDuring(plan.device) as during:
         t0, c0 = time.perf_counter(), time.process_time()
         prob = predict_dense(model, view, grid, cells, **kwargs)
         if plan.device.type == "cuda":
             torch.cuda.synchronize()
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    peak, run_peak = _peak_mib(plan.device), during.peak
+    # the lifetime peak: resetting VmHWM also resets what getrusage reports, so the peak before counts too
+    peak = max(before, _peak_mib(plan.device))
+    run_peak, start_mib = during.peak or peak, during.start
     if legacy:
         inference.plan_tiles = planner
 
